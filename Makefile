@@ -1,0 +1,71 @@
+# Snikket in Rust — developer entry points. Every target installs what it needs on a fresh Debian machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Debian packages the tests drive (third-party peers) or need (PostgreSQL for the second backend).
+TEST_PACKAGES := postgresql coturn pebble python3-slixmpp curl nginx-light ca-certificates openssl
+# Extra packages for the benchmarks.
+BENCH_PACKAGES := $(TEST_PACKAGES) wrk nginx hyperfine
+PG_DIR := $(CURDIR)/target/pg-test
+
+.PHONY: help deps lint test run images e2e bench fuzz clean-pg
+
+help:
+	@echo "make run    - start every service on loopback (SQLite, self-signed certs) and print an admin invite link"
+	@echo "make test   - format check, clippy -D warnings, all tests on SQLite and PostgreSQL"
+	@echo "make lint   - format check and clippy only"
+	@echo "make images - build the container images (static binaries, FROM scratch)"
+	@echo "make e2e    - docker compose end-to-end check of the images"
+	@echo "make bench  - benchmarks against the reference servers"
+
+# Installs the Debian packages named in $(PKGS) that are missing (apt-get update only when needed).
+define apt_install
+	missing=""; for p in $(1); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+deps:
+	@$(call apt_install,$(TEST_PACKAGES))
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+test: lint
+	@$(MAKE) --no-print-directory clean-pg
+	@url=$$(tests/scripts/pg-cluster.sh start $(PG_DIR)); \
+	trap 'tests/scripts/pg-cluster.sh stop $(PG_DIR)' EXIT; \
+	echo "PostgreSQL test cluster: $$url"; \
+	TEST_POSTGRES_URL=$$url cargo test --workspace --locked --no-fail-fast
+
+clean-pg:
+	@tests/scripts/pg-cluster.sh stop $(PG_DIR) || true
+	@rm -rf $(PG_DIR)
+
+run:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+	deploy/local/run.sh
+
+images:
+	deploy/build-images.sh
+
+e2e:
+	@$(call apt_install,coturn curl jq docker-compose openssl tar python3-slixmpp)
+	tests/compose/e2e.sh
+
+bench:
+	@$(call apt_install,$(BENCH_PACKAGES))
+	cargo build --release --locked -p snikket-turn -p snikket-web-proxy
+	crates/turn/bench/compare-coturn.sh
+	crates/web-proxy/bench/bench.sh 10
+
+fuzz:
+	@echo "fuzz targets live in crates/xmpp/fuzz and crates/turn/fuzz (cargo-fuzz layout, nightly toolchain);"
+	@echo "see crates/xmpp/README.md for the build command used here"

@@ -1,0 +1,24 @@
+//! Persistent state: one `Store` over SQLite or PostgreSQL with typed repositories.
+//!
+//! Repository methods live in `repo/*.rs`, one file per concept, each as `impl Store` blocks.
+//! A method awaits its commit before returning, so callers can acknowledge to clients safely.
+#![warn(missing_docs)]
+
+mod error;
+mod pool;
+mod repo;
+mod time_now;
+
+pub use error::StoreError;
+pub use pool::{Backend, Store};
+pub use repo::accounts::{Account, AccountState, Credential, Role};
+pub use repo::archive::{ArchiveEntry, ArchivePage, ArchiveQuery, Archived};
+pub use repo::circles::{Circle, CircleChat, DEFAULT_CIRCLE_ID};
+pub use repo::invites::{new_token, Invite, InviteKind, InviteProblem, NewInvite};
+pub use repo::roster::{RosterItem, Subscription};
+pub use repo::sessions::{NewSession, PortalSession};
+pub use repo::users::{days_ago, AccountChangeError, DAY_SECS};
+pub use time_now::now;
+
+#[cfg(test)]
+mod tests_support;

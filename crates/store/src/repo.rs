@@ -1,0 +1,12 @@
+//! Typed repositories, one module per concept.
+
+pub mod accounts;
+pub mod archive;
+pub mod backup;
+pub mod circle_admin;
+pub mod circles;
+pub mod invites;
+pub mod offline;
+pub mod roster;
+pub mod sessions;
+pub mod users;

@@ -1,0 +1,261 @@
+//! Message archive (XEP-0313): one row per message per archive owner, written in batches.
+
+use crate::pool::with_pool;
+use crate::{Store, StoreError};
+
+/// One message to archive for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// Owner of the archive.
+    pub username: String,
+    /// XEP-0359 stanza id the owner sees.
+    pub stanza_id: String,
+    /// Bare JID of the other party.
+    pub with_jid: String,
+    /// Serialized message.
+    pub stanza: String,
+    /// Time of archiving (Unix seconds).
+    pub stored_at: i64,
+}
+
+/// One archived message as returned by a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// Stanza id (the RSM key clients page with).
+    pub stanza_id: String,
+    /// Time of archiving.
+    pub stored_at: i64,
+    /// Serialized message.
+    pub stanza: String,
+}
+
+/// A page of archive results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePage {
+    /// Messages in chronological order.
+    pub messages: Vec<Archived>,
+    /// True when the page reaches the end of the result set in the paging direction.
+    pub complete: bool,
+}
+
+/// Filters and paging of an archive query.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveQuery {
+    /// Only messages with this bare JID.
+    pub with_jid: Option<String>,
+    /// Not before (Unix seconds, inclusive).
+    pub start: Option<i64>,
+    /// Not after (Unix seconds, inclusive).
+    pub end: Option<i64>,
+    /// Only messages after this stanza id.
+    pub after: Option<String>,
+    /// Only messages before this stanza id (and page from the end).
+    pub before: Option<String>,
+    /// Page backwards from the newest (RSM `<before/>` without a value).
+    pub from_end: bool,
+    /// Page size.
+    pub limit: u32,
+}
+
+type ArchivedRow = (i64, String, i64, String);
+
+impl Store {
+    /// Writes a batch of archive rows in one transaction; returns after the commit.
+    pub async fn archive_messages(&self, entries: &[ArchiveEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for e in entries {
+                sqlx::query(
+                    "INSERT INTO archive (username, stanza_id, with_jid, stanza, stored_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&e.username)
+                .bind(&e.stanza_id)
+                .bind(&e.with_jid)
+                .bind(&e.stanza)
+                .bind(e.stored_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn archive_position(
+        &self,
+        username: &str,
+        stanza_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = with_pool!(self, p => sqlx::query_as(
+            "SELECT archive_id FROM archive WHERE username = $1 AND stanza_id = $2",
+        )
+        .bind(username)
+        .bind(stanza_id)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Runs an archive query. An unknown `after`/`before` id is `NotFound` (XEP-0313 §6.2:
+    /// `item-not-found`).
+    pub async fn query_archive(
+        &self,
+        username: &str,
+        q: &ArchiveQuery,
+    ) -> Result<ArchivePage, StoreError> {
+        let after = match &q.after {
+            Some(id) => Some(
+                self.archive_position(username, id)
+                    .await?
+                    .ok_or(StoreError::NotFound { what: "archive id" })?,
+            ),
+            None => None,
+        };
+        let before = match &q.before {
+            Some(id) => Some(
+                self.archive_position(username, id)
+                    .await?
+                    .ok_or(StoreError::NotFound { what: "archive id" })?,
+            ),
+            None => None,
+        };
+        let backwards = q.from_end || before.is_some();
+        let limit = i64::from(q.limit.clamp(1, 1000));
+        let order = if backwards { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT archive_id, stanza_id, stored_at, stanza FROM archive WHERE username = $1 \
+             AND ($2 IS NULL OR with_jid = $2) AND ($3 IS NULL OR stored_at >= $3) AND ($4 IS NULL OR stored_at <= $4) \
+             AND ($5 IS NULL OR archive_id > $5) AND ($6 IS NULL OR archive_id < $6) \
+             ORDER BY archive_id {order} LIMIT $7"
+        );
+        let mut rows: Vec<ArchivedRow> = with_pool!(self, p => sqlx::query_as(&sql)
+            .bind(username)
+            .bind(&q.with_jid)
+            .bind(q.start)
+            .bind(q.end)
+            .bind(after)
+            .bind(before)
+            .bind(limit + 1)
+            .fetch_all(p)
+            .await)?;
+        let complete = rows.len() as i64 <= limit;
+        rows.truncate(limit as usize);
+        if backwards {
+            rows.reverse();
+        }
+        Ok(ArchivePage {
+            messages: rows
+                .into_iter()
+                .map(|(_, stanza_id, stored_at, stanza)| Archived {
+                    stanza_id,
+                    stored_at,
+                    stanza,
+                })
+                .collect(),
+            complete,
+        })
+    }
+
+    /// Deletes archive rows stored before `cutoff`; returns how many.
+    pub async fn expire_archive(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let n = with_pool!(self, p => sqlx::query("DELETE FROM archive WHERE stored_at < $1")
+            .bind(cutoff)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests_support::each_backend;
+    use crate::Role;
+
+    fn entry(i: i64, with: &str) -> ArchiveEntry {
+        ArchiveEntry {
+            username: "alice".into(),
+            stanza_id: format!("id{i}"),
+            with_jid: with.into(),
+            stanza: format!("<message>{i}</message>"),
+            stored_at: 1000 + i,
+        }
+    }
+
+    #[tokio::test]
+    async fn archive_paging_filters_and_expiry() {
+        each_backend(|store| async move {
+            store
+                .create_account("alice", Role::Normal, &[], None)
+                .await
+                .unwrap();
+            let batch: Vec<_> = (0..5)
+                .map(|i| entry(i, if i % 2 == 0 { "bob@x" } else { "carol@x" }))
+                .collect();
+            store.archive_messages(&batch).await.unwrap();
+            let q = ArchiveQuery {
+                limit: 2,
+                ..Default::default()
+            };
+            let p1 = store.query_archive("alice", &q).await.unwrap();
+            assert_eq!(
+                p1.messages
+                    .iter()
+                    .map(|m| m.stanza_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["id0", "id1"]
+            );
+            assert!(!p1.complete);
+            let q2 = ArchiveQuery {
+                limit: 2,
+                after: Some("id3".into()),
+                ..Default::default()
+            };
+            let p2 = store.query_archive("alice", &q2).await.unwrap();
+            assert_eq!(p2.messages.len(), 1);
+            assert!(p2.complete);
+            let last = ArchiveQuery {
+                limit: 2,
+                from_end: true,
+                ..Default::default()
+            };
+            let p3 = store.query_archive("alice", &last).await.unwrap();
+            assert_eq!(
+                p3.messages
+                    .iter()
+                    .map(|m| m.stanza_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["id3", "id4"]
+            );
+            let with = ArchiveQuery {
+                limit: 10,
+                with_jid: Some("bob@x".into()),
+                start: Some(1001),
+                ..Default::default()
+            };
+            let p4 = store.query_archive("alice", &with).await.unwrap();
+            assert_eq!(
+                p4.messages
+                    .iter()
+                    .map(|m| m.stanza_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["id2", "id4"]
+            );
+            let bad = ArchiveQuery {
+                limit: 2,
+                after: Some("nope".into()),
+                ..Default::default()
+            };
+            assert!(matches!(
+                store.query_archive("alice", &bad).await,
+                Err(StoreError::NotFound { .. })
+            ));
+            assert_eq!(store.expire_archive(1002).await.unwrap(), 2);
+        })
+        .await;
+    }
+}

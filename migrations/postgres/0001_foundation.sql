@@ -1,0 +1,65 @@
+-- Accounts, credentials, roles, circles and invitations (foundation).
+CREATE TABLE accounts (
+    username TEXT PRIMARY KEY NOT NULL,
+    role TEXT NOT NULL DEFAULT 'prosody:registered',
+    state TEXT NOT NULL DEFAULT 'active',
+    display_name TEXT,
+    created_at BIGINT NOT NULL,
+    deletion_requested_at BIGINT,
+    last_active_at BIGINT,
+    invite_id TEXT
+);
+
+CREATE TABLE credentials (
+    username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+    mechanism TEXT NOT NULL,
+    salt BYTEA NOT NULL,
+    iterations BIGINT NOT NULL,
+    stored_key BYTEA NOT NULL,
+    server_key BYTEA NOT NULL,
+    PRIMARY KEY (username, mechanism)
+);
+
+CREATE TABLE circles (
+    circle_id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE circle_members (
+    circle_id TEXT NOT NULL REFERENCES circles(circle_id) ON DELETE CASCADE,
+    username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,
+    added_at BIGINT NOT NULL,
+    PRIMARY KEY (circle_id, username)
+);
+CREATE INDEX circle_members_by_user ON circle_members(username);
+
+CREATE TABLE circle_chats (
+    circle_id TEXT NOT NULL REFERENCES circles(circle_id) ON DELETE CASCADE,
+    room_jid TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (circle_id, room_jid)
+);
+
+CREATE TABLE invites (
+    invite_id TEXT PRIMARY KEY NOT NULL,
+    token TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    inviter TEXT,
+    username TEXT,
+    role TEXT NOT NULL,
+    reusable BOOLEAN NOT NULL,
+    note TEXT,
+    source TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    use_count BIGINT NOT NULL DEFAULT 0,
+    consumed_at BIGINT
+);
+CREATE INDEX invites_by_expiry ON invites(expires_at);
+
+CREATE TABLE invite_circles (
+    invite_id TEXT NOT NULL REFERENCES invites(invite_id) ON DELETE CASCADE,
+    circle_id TEXT NOT NULL,
+    PRIMARY KEY (invite_id, circle_id)
+);
