@@ -1,0 +1,132 @@
+//! A framed XML stream over any byte stream: read events with limits and timeouts, write bytes.
+
+use minidom::Element;
+use snikket_xmpp::framing::{writer, Event, Limits, StreamParser};
+use snikket_xmpp::StreamError;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Why reading the next event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer sent bad XML or broke a limit; answer with this stream error.
+    #[error("stream error: {0}")]
+    Stream(#[from] StreamError),
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("connection closed")]
+    Closed,
+    /// The peer sent nothing for too long.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A connection with an XMPP stream parser on top.
+pub struct Conn<S> {
+    io: S,
+    parser: StreamParser,
+    limits: Limits,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Wraps a socket.
+    pub fn new(io: S, limits: Limits) -> Self {
+        Conn {
+            io,
+            parser: StreamParser::new(limits),
+            limits,
+            buf: vec![0u8; 16 * 1024],
+        }
+    }
+
+    /// Wraps a socket, continuing with bytes already received.
+    pub fn with_pending(io: S, limits: Limits, pending: &[u8]) -> Result<Self, StreamError> {
+        let mut c = Self::new(io, limits);
+        if !pending.is_empty() {
+            c.parser.feed(pending)?;
+        }
+        Ok(c)
+    }
+
+    /// Starts a new stream (after SASL success), keeping bytes the peer already sent.
+    pub fn restart(&mut self) -> Result<(), StreamError> {
+        let old = std::mem::replace(&mut self.parser, StreamParser::new(self.limits));
+        let pending = old.into_unparsed();
+        if !pending.is_empty() {
+            self.parser.feed(&pending)?;
+        }
+        Ok(())
+    }
+
+    /// Changes the limits applied from the next stream restart on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The next event. Cancel-safe: data is only consumed when it is fed to the parser.
+    pub async fn next(&mut self) -> Result<Event, ConnError> {
+        loop {
+            if let Some(ev) = self.parser.next_event()? {
+                return Ok(ev);
+            }
+            let n = self.io.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ConnError::Closed);
+            }
+            self.parser.feed(&self.buf[..n])?;
+        }
+    }
+
+    /// The next event, or `Timeout` after `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Event, ConnError> {
+        tokio::time::timeout(limit, self.next())
+            .await
+            .unwrap_or(Err(ConnError::Timeout))
+    }
+
+    /// Writes raw bytes.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Serializes and writes an element.
+    pub async fn send_el(&mut self, el: &Element) -> std::io::Result<()> {
+        let bytes = writer::element_to_bytes(el)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        self.send(&bytes).await
+    }
+
+    /// Sends a stream error and closes our side of the stream.
+    pub async fn fail(&mut self, condition: &str, text: Option<&str>) {
+        let mut out = writer::stream_error(condition, text);
+        out.extend_from_slice(writer::STREAM_CLOSE);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.send(&out).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    /// Closes the stream cleanly.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = self.send(writer::STREAM_CLOSE).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    /// The socket (for the TLS upgrade); unparsed input is discarded, as RFC 6120 §5.4.3.3 requires.
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
+    /// The socket, for channel-binding data.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+}

@@ -1,0 +1,657 @@
+//! Stream negotiation: STARTTLS or direct TLS, SASL SCRAM (or invite registration), resource binding.
+//!
+//! Everything before authentication runs under a small stanza limit and a deadline, so an idle or
+//! slow unauthenticated connection costs little and goes away.
+
+use crate::c2s::conn::{Conn, ConnError};
+use crate::c2s::register::{self, Registration};
+use crate::c2s::session;
+use crate::state::State;
+use crate::xml::{self, el, NS_CLIENT};
+use minidom::Element;
+use snikket_runtime::CancellationToken;
+use snikket_store::AccountState;
+use snikket_xmpp::framing::{writer, Event, Limits};
+use snikket_xmpp::scram::{
+    self, ChannelBinding, ChannelBindingType, Mechanism, ScramHash, ScramServer, StoredCredentials,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+
+/// Time an unauthenticated peer may stay silent.
+const PRE_AUTH_IDLE: Duration = Duration::from_secs(30);
+/// Time from accept to a bound session.
+const PRE_AUTH_DEADLINE: Duration = Duration::from_secs(120);
+/// Failed SASL attempts on one connection before it is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+fn pre_auth_limits() -> Limits {
+    Limits::pre_auth()
+}
+
+/// The bytes limit a session gets after authentication (XEP-0478 advertises it).
+pub fn session_limits() -> Limits {
+    Limits::default()
+}
+
+fn stream_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs one client connection from accept to close.
+pub async fn handle(
+    socket: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::debug_span!("c2s", %peer, direct_tls);
+    async move {
+        let negotiated = tokio::time::timeout(
+            PRE_AUTH_DEADLINE,
+            negotiate(socket, peer, direct_tls, &state),
+        )
+        .await;
+        match negotiated {
+            Ok(Some(bound)) => session::run(bound, state, shutdown).await,
+            Ok(None) => {}
+            Err(_) => tracing::debug!("negotiation deadline passed"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A negotiated, authenticated, bound stream.
+pub struct Bound {
+    /// The connection.
+    pub conn: Conn<Tls>,
+    /// Local part of the account.
+    pub username: String,
+    /// The bound resource.
+    pub resource: String,
+    /// The session's channel (registered in the router).
+    pub rx: tokio::sync::mpsc::Receiver<crate::router::Outbound>,
+    /// Handle for unregistering.
+    pub session_id: u64,
+}
+
+async fn negotiate(
+    socket: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+    state: &Arc<State>,
+) -> Option<Bound> {
+    let tls = if direct_tls {
+        accept_tls(socket, state).await?
+    } else {
+        starttls(socket, state).await?
+    };
+    secure(tls, peer, state).await
+}
+
+async fn accept_tls(socket: TcpStream, state: &State) -> Option<Tls> {
+    if !state.resolver.has_certificate() {
+        tracing::warn!("no certificate yet; refusing TLS");
+        return None;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.tls));
+    match tokio::time::timeout(Duration::from_secs(20), acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Reads the peer's stream header and answers with ours; checks the addressed domain.
+async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    state: &State,
+    features: Element,
+) -> Option<()> {
+    let header = match conn.next_within(PRE_AUTH_IDLE).await {
+        Ok(Event::StreamOpen(h)) => h,
+        Ok(_) => {
+            conn.fail("not-well-formed", None).await;
+            return None;
+        }
+        Err(e) => {
+            report(conn, e).await;
+            return None;
+        }
+    };
+    let domain = &state.config.domain;
+    let lang = header.lang.clone().unwrap_or_else(|| "en".to_string());
+    let id = stream_id();
+    let response = writer::stream_header(&writer::ResponseHeader {
+        content_ns: NS_CLIENT,
+        from: &domain.ascii,
+        to: None,
+        id: &id,
+        lang: &lang,
+    });
+    if conn.send(&response).await.is_err() {
+        return None;
+    }
+    let to = header.to.as_deref().map(str::to_lowercase);
+    if to.as_deref() != Some(domain.ascii.as_str())
+        && to.as_deref() != Some(domain.unicode.as_str())
+    {
+        conn.fail(
+            "host-unknown",
+            Some("This server does not serve that domain"),
+        )
+        .await;
+        return None;
+    }
+    conn.send_el(&features).await.ok()
+}
+
+async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
+    match e {
+        ConnError::Stream(s) => {
+            tracing::debug!(condition = s.condition(), "stream error");
+            conn.fail(s.condition(), None).await;
+        }
+        ConnError::Timeout => conn.fail("connection-timeout", None).await,
+        ConnError::Io(_) | ConnError::Closed => {}
+    }
+}
+
+fn features(children: Vec<Element>) -> Element {
+    el("features", snikket_xmpp::framing::NS_STREAM, &[], children)
+}
+
+async fn starttls(socket: TcpStream, state: &State) -> Option<Tls> {
+    let mut conn = Conn::new(socket, pre_auth_limits());
+    let f = features(vec![el(
+        "starttls",
+        NS_TLS,
+        &[],
+        vec![el("required", NS_TLS, &[], vec![])],
+    )]);
+    open_stream(&mut conn, state, f).await?;
+    match conn.next_within(PRE_AUTH_IDLE).await {
+        Ok(Event::Stanza { element, .. }) if element.is("starttls", NS_TLS) => {
+            if !state.resolver.has_certificate() {
+                let _ = conn.send_el(&el("failure", NS_TLS, &[], vec![])).await;
+                conn.close().await;
+                return None;
+            }
+            conn.send_el(&el("proceed", NS_TLS, &[], vec![]))
+                .await
+                .ok()?;
+            accept_tls(conn.into_inner(), state).await
+        }
+        Ok(Event::StreamClose) => {
+            conn.close().await;
+            None
+        }
+        Ok(_) => {
+            conn.fail("policy-violation", Some("Encryption is required"))
+                .await;
+            None
+        }
+        Err(e) => {
+            report(&mut conn, e).await;
+            None
+        }
+    }
+}
+
+fn channel_bindings(tls: &Tls, state: &State) -> Vec<ChannelBinding> {
+    let (_, server) = tls.get_ref();
+    let mut out = Vec::new();
+    if server.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+        if let Ok(data) = server.export_keying_material(
+            vec![0u8; scram::TLS_EXPORTER_LEN],
+            scram::TLS_EXPORTER_LABEL,
+            None,
+        ) {
+            out.push(ChannelBinding {
+                kind: ChannelBindingType::TlsExporter,
+                data,
+            });
+        }
+    }
+    if let Some(ck) = state.resolver.current() {
+        if let Some(cb) = ck
+            .cert
+            .first()
+            .and_then(|leaf| ChannelBinding::tls_server_end_point(leaf.as_ref()))
+        {
+            out.push(cb);
+        }
+    }
+    out
+}
+
+fn sasl_features(cb: &[ChannelBinding]) -> Vec<Element> {
+    let mechs = scram::mechanisms(!cb.is_empty())
+        .into_iter()
+        .map(|m| xml::text_el("mechanism", NS_SASL, m))
+        .collect();
+    let mut out = vec![el("mechanisms", NS_SASL, &[], mechs)];
+    if !cb.is_empty() {
+        let types = cb
+            .iter()
+            .map(|c| {
+                el(
+                    "channel-binding",
+                    "urn:xmpp:sasl-cb:0",
+                    &[("type", c.kind.name())],
+                    vec![],
+                )
+            })
+            .collect();
+        out.push(el("sasl-channel-binding", "urn:xmpp:sasl-cb:0", &[], types));
+    }
+    out.push(el(
+        "register",
+        "http://jabber.org/features/iq-register",
+        &[],
+        vec![],
+    ));
+    out.push(el("register", "urn:xmpp:invite", &[], vec![]));
+    out.push(el("register", "urn:xmpp:ibr-token:0", &[], vec![]));
+    out.push(limits_feature());
+    out
+}
+
+fn limits_feature() -> Element {
+    el(
+        "limits",
+        "urn:xmpp:stream-limits:0",
+        &[],
+        vec![xml::text_el(
+            "max-bytes",
+            "urn:xmpp:stream-limits:0",
+            &session_limits().max_stanza_bytes.to_string(),
+        )],
+    )
+}
+
+async fn secure(tls: Tls, peer: SocketAddr, state: &Arc<State>) -> Option<Bound> {
+    let cb = channel_bindings(&tls, state);
+    let mut conn = Conn::new(tls, pre_auth_limits());
+    open_stream(&mut conn, state, features(sasl_features(&cb))).await?;
+    let mut registration = Registration::default();
+    let mut failures = 0;
+    let username = loop {
+        let element = match conn.next_within(PRE_AUTH_IDLE).await {
+            Ok(Event::Stanza { element, .. }) => element,
+            Ok(Event::StreamClose) => {
+                conn.close().await;
+                return None;
+            }
+            Ok(Event::StreamOpen(_)) => {
+                conn.fail("not-well-formed", None).await;
+                return None;
+            }
+            Err(e) => {
+                report(&mut conn, e).await;
+                return None;
+            }
+        };
+        if element.is("auth", NS_SASL) {
+            match sasl(&mut conn, &element, &cb, state, peer).await {
+                SaslOutcome::Success(u) => break u,
+                SaslOutcome::Failed => {
+                    failures += 1;
+                    if failures >= MAX_AUTH_FAILURES {
+                        conn.fail(
+                            "policy-violation",
+                            Some("Too many failed authentication attempts"),
+                        )
+                        .await;
+                        return None;
+                    }
+                }
+                SaslOutcome::Closed => return None,
+            }
+        } else if element.is("iq", NS_CLIENT) {
+            let reply = register::handle_pre_auth(&element, &mut registration, state).await;
+            conn.send_el(&reply).await.ok()?;
+        } else {
+            conn.fail("not-authorized", None).await;
+            return None;
+        }
+    };
+    tracing::debug!(user = %username, "authenticated");
+    bind(conn, username, state).await
+}
+
+enum SaslOutcome {
+    Success(String),
+    Failed,
+    Closed,
+}
+
+fn sasl_failure(condition: &str, text: Option<&str>) -> Element {
+    let mut f = el(
+        "failure",
+        NS_SASL,
+        &[],
+        vec![el(condition, NS_SASL, &[], vec![])],
+    );
+    if let Some(t) = text {
+        f.append_child(xml::text_el("text", NS_SASL, t));
+    }
+    f
+}
+
+/// The store's mechanism name for a SCRAM hash.
+pub fn mechanism_name(hash: ScramHash) -> &'static str {
+    match hash {
+        ScramHash::Sha1 => "SCRAM-SHA-1",
+        ScramHash::Sha256 => "SCRAM-SHA-256",
+    }
+}
+
+async fn sasl(
+    conn: &mut Conn<Tls>,
+    auth: &Element,
+    cb: &[ChannelBinding],
+    state: &State,
+    peer: SocketAddr,
+) -> SaslOutcome {
+    let fail = |c: &str, t: Option<&str>| sasl_failure(c, t);
+    let Ok(mech) = Mechanism::from_name(auth.attr("mechanism").unwrap_or("")) else {
+        return send_failure(conn, fail("invalid-mechanism", None)).await;
+    };
+    if mech.is_plus() && cb.is_empty() {
+        return send_failure(conn, fail("invalid-mechanism", None)).await;
+    }
+    let mut server = ScramServer::new(mech, cb.to_vec(), !cb.is_empty());
+    let mut initial = match scram::decode_payload(&auth.text()) {
+        Ok(b) => b,
+        Err(_) => return send_failure(conn, fail("incorrect-encoding", None)).await,
+    };
+    if initial.is_empty() {
+        // No initial response: ask for it with an empty challenge.
+        if conn
+            .send_el(&el("challenge", NS_SASL, &[], vec![]))
+            .await
+            .is_err()
+        {
+            return SaslOutcome::Closed;
+        }
+        initial = match read_response(conn).await {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
+    }
+    let first = match server.client_first(&initial) {
+        Ok(f) => f,
+        Err(e) => return send_failure(conn, fail(e.condition(), None)).await,
+    };
+    let username = snikket_xmpp::account::validate_localpart(&first.username).ok();
+    let creds = match &username {
+        Some(u) => match state.store.credential(u, mechanism_name(mech.hash())).await {
+            Ok(c) => c.map(|c| StoredCredentials {
+                salt: c.salt,
+                iterations: c.iterations,
+                stored_key: c.stored_key,
+                server_key: c.server_key,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "credential lookup failed");
+                return send_failure(conn, fail("temporary-auth-failure", None)).await;
+            }
+        },
+        None => None,
+    };
+    let server_first = match server.server_first(creds.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return send_failure(conn, fail(e.condition(), None)).await,
+    };
+    let challenge = xml::text_el("challenge", NS_SASL, &scram::encode_payload(&server_first));
+    if conn.send_el(&challenge).await.is_err() {
+        return SaslOutcome::Closed;
+    }
+    let response = match read_response(conn).await {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
+    match server.client_final(&response) {
+        Ok(server_final) => {
+            let Some(username) = username else {
+                return send_failure(conn, fail("not-authorized", None)).await;
+            };
+            match state.store.account(&username).await {
+                Ok(Some(a)) if a.state == AccountState::Active => {}
+                Ok(Some(a)) => {
+                    let text = if a.state == AccountState::PendingDeletion {
+                        "Account deleted"
+                    } else {
+                        "Account disabled"
+                    };
+                    return send_failure(conn, fail("account-disabled", Some(text))).await;
+                }
+                Ok(None) => return send_failure(conn, fail("not-authorized", None)).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "account lookup failed");
+                    return send_failure(conn, fail("temporary-auth-failure", None)).await;
+                }
+            }
+            state.auth_throttle.success(peer.ip());
+            let success = xml::text_el("success", NS_SASL, &scram::encode_payload(&server_final));
+            if conn.send_el(&success).await.is_err() {
+                return SaslOutcome::Closed;
+            }
+            SaslOutcome::Success(username)
+        }
+        Err(e) => {
+            tracing::info!(user = ?username, %peer, "authentication failed");
+            // Slow repeated failures from one address down, without locking the account.
+            let delay = state.auth_throttle.failure(peer.ip());
+            tokio::time::sleep(delay).await;
+            send_failure(conn, fail(e.condition(), None)).await
+        }
+    }
+}
+
+async fn send_failure(conn: &mut Conn<Tls>, failure: Element) -> SaslOutcome {
+    if conn.send_el(&failure).await.is_err() {
+        return SaslOutcome::Closed;
+    }
+    SaslOutcome::Failed
+}
+
+async fn read_response(conn: &mut Conn<Tls>) -> Result<Vec<u8>, SaslOutcome> {
+    match conn.next_within(PRE_AUTH_IDLE).await {
+        Ok(Event::Stanza { element, .. }) if element.is("response", NS_SASL) => {
+            match scram::decode_payload(&element.text()) {
+                Ok(b) => Ok(b),
+                Err(_) => Err(send_failure(conn, sasl_failure("incorrect-encoding", None)).await),
+            }
+        }
+        Ok(Event::Stanza { element, .. }) if element.is("abort", NS_SASL) => {
+            Err(send_failure(conn, sasl_failure("aborted", None)).await)
+        }
+        Ok(_) => {
+            conn.fail("not-authorized", None).await;
+            Err(SaslOutcome::Closed)
+        }
+        Err(e) => {
+            report(conn, e).await;
+            Err(SaslOutcome::Closed)
+        }
+    }
+}
+
+fn random_resource() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Option<Bound> {
+    conn.set_limits(session_limits());
+    if let Err(e) = conn.restart() {
+        conn.fail(e.condition(), None).await;
+        return None;
+    }
+    let f = features(vec![
+        el("bind", NS_BIND, &[], vec![]),
+        el(
+            "session",
+            NS_SESSION,
+            &[],
+            vec![el("optional", NS_SESSION, &[], vec![])],
+        ),
+        el("ver", "urn:xmpp:features:rosterver", &[], vec![]),
+        el("sm", crate::c2s::sm::NS_SM, &[], vec![]),
+        limits_feature(),
+    ]);
+    open_stream(&mut conn, state, f).await?;
+    loop {
+        // XEP-0198 resumption: hand this connection to the hibernating session.
+        let first = match conn.next_within(PRE_AUTH_IDLE).await {
+            Ok(Event::Stanza { element, .. }) if element.is("resume", crate::c2s::sm::NS_SM) => {
+                element
+            }
+            Ok(Event::Stanza { element, .. }) => {
+                match bind_step(&mut conn, element, &username, state).await {
+                    BindStep::Bound(rx, resource, session_id) => {
+                        return Some(Bound {
+                            conn,
+                            username,
+                            resource,
+                            rx,
+                            session_id,
+                        });
+                    }
+                    BindStep::Continue => continue,
+                    BindStep::Stop => return None,
+                }
+            }
+            Ok(Event::StreamClose) => {
+                conn.close().await;
+                return None;
+            }
+            Ok(_) => {
+                conn.fail("not-authorized", Some("Bind a resource first"))
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                report(&mut conn, e).await;
+                return None;
+            }
+        };
+        let previd = first.attr("previd").unwrap_or("").to_string();
+        let h = first.attr("h").and_then(|h| h.parse::<u32>().ok());
+        let Some(h) = h else {
+            conn.fail("bad-format", None).await;
+            return None;
+        };
+        match state
+            .sm
+            .resume(&previd, &username, crate::c2s::sm::Resumption { conn, h })
+        {
+            Ok(()) => return None,
+            Err(back) => {
+                conn = back.conn;
+                let failed = el(
+                    "failed",
+                    crate::c2s::sm::NS_SM,
+                    &[],
+                    vec![el("item-not-found", crate::xml::NS_STANZAS, &[], vec![])],
+                );
+                conn.send_el(&failed).await.ok()?;
+            }
+        }
+    }
+}
+
+enum BindStep {
+    Bound(
+        tokio::sync::mpsc::Receiver<crate::router::Outbound>,
+        String,
+        u64,
+    ),
+    Continue,
+    Stop,
+}
+
+async fn bind_step(
+    conn: &mut Conn<Tls>,
+    iq: Element,
+    username: &str,
+    state: &Arc<State>,
+) -> BindStep {
+    if !iq.is("iq", NS_CLIENT) {
+        conn.fail("not-authorized", Some("Bind a resource first"))
+            .await;
+        return BindStep::Stop;
+    }
+    let Some(bind_el) = iq
+        .get_child("bind", NS_BIND)
+        .filter(|_| iq.attr("type") == Some("set"))
+    else {
+        let reply = xml::error_reply(&iq, "not-authorized", Some("Bind a resource first"));
+        return if conn.send_el(&reply).await.is_ok() {
+            BindStep::Continue
+        } else {
+            BindStep::Stop
+        };
+    };
+    let requested = bind_el
+        .get_child("resource", NS_BIND)
+        .map(|r| r.text().trim().to_string())
+        .filter(|r| !r.is_empty() && r.len() <= 1023 && jid::ResourcePart::new(r).is_ok());
+    let resource = requested.unwrap_or_else(random_resource);
+    let max = state.config.server.max_user_clients as usize;
+    let (rx, session_id, kicked) = match state.router.register(username, &resource, max) {
+        Ok(x) => x,
+        Err(crate::router::RegisterError::TooMany) => {
+            conn.fail(
+                "policy-violation",
+                Some("Too many active connections to this account"),
+            )
+            .await;
+            return BindStep::Stop;
+        }
+    };
+    if kicked {
+        tracing::debug!(user = %username, %resource, "replaced an older session with the same resource");
+    }
+    let full = format!("{username}@{}/{resource}", state.config.domain.ascii);
+    let reply = xml::iq_result(
+        &iq,
+        Some(el(
+            "bind",
+            NS_BIND,
+            &[],
+            vec![xml::text_el("jid", NS_BIND, &full)],
+        )),
+    );
+    if conn.send_el(&reply).await.is_err() {
+        state.router.unregister(username, &resource, session_id);
+        return BindStep::Stop;
+    }
+    if let Err(e) = state.store.touch_account(username).await {
+        tracing::warn!(error = %e, "recording last activity failed");
+    }
+    BindStep::Bound(rx, resource, session_id)
+}

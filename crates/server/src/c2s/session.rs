@@ -1,0 +1,322 @@
+//! A bound client session: one task that reads the client's stanzas and writes what the router
+//! sends it, until either side closes or the server shuts down. With stream management
+//! (XEP-0198) the task outlives a dropped connection and can continue on a new one.
+
+use crate::c2s::conn::{Conn, ConnError};
+use crate::c2s::negotiate::Bound;
+use crate::c2s::sm::{Counters, Resumption, HIBERNATION, NS_SM};
+use crate::router::Outbound;
+use crate::routing::{self, Sender};
+use crate::state::State;
+use crate::xml::{self, el, NS_CLIENT};
+use minidom::Element;
+use snikket_runtime::CancellationToken;
+use snikket_xmpp::framing::Event;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A bound session is closed after this long without any input (clients ping every few minutes).
+const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// Ask the client for an ack after this many unacknowledged stanzas.
+const ACK_EVERY: usize = 5;
+
+type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+struct Sm {
+    id: String,
+    counters: Counters,
+    resume_rx: Option<oneshot::Receiver<Resumption>>,
+}
+
+enum Step {
+    Continue,
+    /// The connection is gone; hibernate if resumable.
+    Lost,
+    /// End the session, closing the stream with this condition if any.
+    End(Option<(&'static str, Option<&'static str>)>),
+}
+
+async fn resumed(rx: &mut Option<oneshot::Receiver<Resumption>>) -> Option<Resumption> {
+    match rx {
+        Some(r) => r.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the session until it ends, then broadcasts unavailable presence and unregisters it.
+pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
+    let Bound {
+        conn,
+        username,
+        resource,
+        mut rx,
+        session_id,
+    } = bound;
+    let me = Sender::new(&username, &resource, &state.config.domain.ascii);
+    tracing::debug!(jid = %me.full, "session started");
+    routing::sync_circles(&state, &username).await;
+    let mut conn: Option<Conn<Tls>> = Some(conn);
+    let mut sm: Option<Sm> = None;
+    let mut close = None;
+    loop {
+        let step = match conn.as_mut() {
+            Some(c) => {
+                let resume = sm.as_mut().map(|s| &mut s.resume_rx);
+                let mut none = None;
+                let resume = resume.unwrap_or(&mut none);
+                tokio::select! {
+                    _ = shutdown.cancelled() => Step::End(Some(("system-shutdown", None))),
+                    r = resumed(resume) => {
+                        if let (Some(r), Some(s)) = (r, sm.as_mut()) {
+                            // The client resumed on a new connection while this one looked alive.
+                            c.close().await;
+                            match take_over(r, s, &state, &username).await {
+                                Some(newc) => { *c = newc; }
+                                None => { conn = None; }
+                            }
+                        }
+                        Step::Continue
+                    }
+                    out = rx.recv() => match out {
+                        Some(Outbound::Stanza(el)) => write(c, &mut sm, el).await,
+                        Some(Outbound::Close(condition, text)) => Step::End(Some((condition, text))),
+                        None => Step::End(None),
+                    },
+                    ev = c.next_within(IDLE_LIMIT) => read(c, ev, &state, &me, &mut sm).await,
+                }
+            }
+            None => {
+                let Some(s) = sm.as_mut() else { break };
+                tokio::select! {
+                    _ = shutdown.cancelled() => Step::End(None),
+                    r = resumed(&mut s.resume_rx) => match r {
+                        Some(r) => {
+                            conn = take_over(r, s, &state, &username).await;
+                            Step::Continue
+                        }
+                        None => Step::End(None),
+                    },
+                    out = rx.recv() => match out {
+                        Some(Outbound::Stanza(el)) => { s.counters.sent(el); Step::Continue }
+                        Some(Outbound::Close(_, _)) | None => Step::End(None),
+                    },
+                    _ = tokio::time::sleep(HIBERNATION) => {
+                        tracing::debug!(jid = %me.full, "hibernation ended");
+                        Step::End(None)
+                    }
+                }
+            }
+        };
+        match step {
+            Step::Continue => {}
+            Step::Lost => {
+                conn = None;
+                if sm.as_ref().is_some_and(|s| s.resume_rx.is_some()) {
+                    tracing::debug!(jid = %me.full, "connection lost; hibernating");
+                    continue;
+                }
+                break;
+            }
+            Step::End(c) => {
+                close = c;
+                break;
+            }
+        }
+    }
+    if let Some(c) = conn.as_mut() {
+        match close {
+            Some((condition, text)) => c.fail(condition, text).await,
+            None => c.close().await,
+        }
+    }
+    if let Some(s) = sm {
+        state.sm.remove(&s.id);
+        // Whatever the client never acknowledged is kept for its next login.
+        save_unacked(&state, &username, s.counters.unacked).await;
+    }
+    // Stanzas queued for this session but never written.
+    rx.close();
+    let mut left = Vec::new();
+    while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
+        left.push(el);
+    }
+    save_unacked(&state, &username, left.into()).await;
+    routing::session_ended(&state, &me, session_id).await;
+    tracing::debug!(jid = %me.full, "session ended");
+}
+
+async fn save_unacked(state: &State, username: &str, stanzas: std::collections::VecDeque<Element>) {
+    for m in stanzas
+        .into_iter()
+        .filter(|m| m.name() == "message" && crate::archive::archivable(m))
+    {
+        if let Ok(b) = snikket_xmpp::framing::writer::element_to_bytes(&m) {
+            if let Err(e) = state
+                .store
+                .store_offline(username, &String::from_utf8_lossy(&b))
+                .await
+            {
+                tracing::error!(error = %e, "saving an unacknowledged message failed");
+            }
+        }
+    }
+}
+
+async fn take_over(r: Resumption, s: &mut Sm, state: &State, username: &str) -> Option<Conn<Tls>> {
+    let Resumption { mut conn, h } = r;
+    if !s.counters.ack(h) {
+        conn.fail(
+            "undefined-condition",
+            Some("h is greater than the number of stanzas sent"),
+        )
+        .await;
+        return None;
+    }
+    let resumed = el(
+        "resumed",
+        NS_SM,
+        &[("h", &s.counters.h_in.to_string()), ("previd", &s.id)],
+        vec![],
+    );
+    conn.send_el(&resumed).await.ok()?;
+    for stanza in &s.counters.unacked {
+        conn.send_el(stanza).await.ok()?;
+    }
+    conn.send_el(&el("r", NS_SM, &[], vec![])).await.ok()?;
+    s.resume_rx = Some(state.sm.register(&s.id, username));
+    tracing::debug!(user = %username, resent = s.counters.unacked.len(), "session resumed");
+    Some(conn)
+}
+
+async fn write(c: &mut Conn<Tls>, sm: &mut Option<Sm>, el_out: Element) -> Step {
+    if c.send_el(&el_out).await.is_err() {
+        if let Some(s) = sm.as_mut() {
+            s.counters.sent(el_out);
+        }
+        return Step::Lost;
+    }
+    if let Some(s) = sm.as_mut() {
+        s.counters.sent(el_out);
+        if s.counters.unacked.len() % ACK_EVERY == 0
+            && c.send_el(&el("r", NS_SM, &[], vec![])).await.is_err()
+        {
+            return Step::Lost;
+        }
+    }
+    Step::Continue
+}
+
+async fn read(
+    c: &mut Conn<Tls>,
+    ev: Result<Event, ConnError>,
+    state: &Arc<State>,
+    me: &Sender,
+    sm: &mut Option<Sm>,
+) -> Step {
+    match ev {
+        Ok(Event::Stanza { mut element, .. }) => {
+            if element.ns() == NS_SM {
+                return stream_management(c, &element, state, me, sm).await;
+            }
+            if element.ns() != NS_CLIENT || !matches!(element.name(), "message" | "presence" | "iq")
+            {
+                return Step::End(Some(("unsupported-stanza-type", None)));
+            }
+            if let Some(s) = sm.as_mut() {
+                s.counters.h_in = s.counters.h_in.wrapping_add(1);
+            }
+            // The server stamps `from`: a client can never speak for someone else.
+            xml::set_attr(&mut element, "from", &me.full);
+            for reply in routing::from_client(state, me, element).await {
+                if let Step::Lost = write(c, sm, reply).await {
+                    return Step::Lost;
+                }
+            }
+            Step::Continue
+        }
+        Ok(Event::StreamClose) => {
+            // A clean close ends the session for good (no hibernation).
+            if let Some(s) = sm.as_mut() {
+                s.resume_rx = None;
+            }
+            Step::End(None)
+        }
+        Ok(Event::StreamOpen(_)) => Step::End(Some(("not-well-formed", None))),
+        Err(ConnError::Stream(e)) => {
+            tracing::debug!(condition = e.condition(), "stream error from client");
+            Step::End(Some((e.condition(), None)))
+        }
+        Err(ConnError::Timeout) => Step::End(Some(("connection-timeout", None))),
+        Err(ConnError::Io(_)) | Err(ConnError::Closed) => Step::Lost,
+    }
+}
+
+async fn stream_management(
+    c: &mut Conn<Tls>,
+    element: &Element,
+    state: &State,
+    me: &Sender,
+    sm: &mut Option<Sm>,
+) -> Step {
+    match element.name() {
+        "enable" if sm.is_none() => {
+            let id = crate::archive::new_stanza_id();
+            let resume = matches!(element.attr("resume"), Some("true") | Some("1"));
+            let resume_rx = resume.then(|| state.sm.register(&id, &me.username));
+            let mut enabled = el("enabled", NS_SM, &[("id", &id)], vec![]);
+            if resume {
+                xml::set_attr(&mut enabled, "resume", "true");
+                xml::set_attr(&mut enabled, "max", &HIBERNATION.as_secs().to_string());
+            }
+            *sm = Some(Sm {
+                id,
+                counters: Counters::default(),
+                resume_rx,
+            });
+            if c.send_el(&enabled).await.is_err() {
+                return Step::Lost;
+            }
+            Step::Continue
+        }
+        "enable" => {
+            let failed = el(
+                "failed",
+                NS_SM,
+                &[],
+                vec![el("unexpected-request", xml::NS_STANZAS, &[], vec![])],
+            );
+            if c.send_el(&failed).await.is_err() {
+                return Step::Lost;
+            }
+            Step::Continue
+        }
+        "r" => match sm {
+            Some(s) => {
+                let a = el("a", NS_SM, &[("h", &s.counters.h_in.to_string())], vec![]);
+                if c.send_el(&a).await.is_err() {
+                    return Step::Lost;
+                }
+                Step::Continue
+            }
+            None => Step::End(Some(("unsupported-stanza-type", None))),
+        },
+        "a" => {
+            let h = element.attr("h").and_then(|h| h.parse::<u32>().ok());
+            match (sm.as_mut(), h) {
+                (Some(s), Some(h)) => {
+                    if s.counters.ack(h) {
+                        Step::Continue
+                    } else {
+                        Step::End(Some((
+                            "undefined-condition",
+                            Some("h is greater than the number of stanzas sent"),
+                        )))
+                    }
+                }
+                _ => Step::End(Some(("unsupported-stanza-type", None))),
+            }
+        }
+        _ => Step::End(Some(("unsupported-stanza-type", None))),
+    }
+}

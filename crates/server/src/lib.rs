@@ -1,0 +1,104 @@
+//! The Snikket XMPP server as a library: `run(config, shutdown)` plus the command-line actions.
+//!
+//! `main.rs` only parses arguments and calls into here, so tests can run the server in-process.
+
+pub mod archive;
+pub mod c2s;
+pub mod cli;
+pub mod error;
+pub mod extdisco;
+pub mod grpc;
+pub mod http;
+pub mod init;
+pub mod modules;
+pub mod ops;
+pub mod router;
+pub mod routing;
+pub mod state;
+pub mod xml;
+
+use anyhow::Context;
+use snikket_config::Config;
+use snikket_runtime::{CancellationToken, TaskTracker};
+use std::time::Duration;
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data = init::prepare(&config)
+        .await
+        .context("preparing the data directory")?;
+    tracing::info!(
+        domain = %config.domain.unicode,
+        backend = ?data.store.backend(),
+        version = env!("CARGO_PKG_VERSION"),
+        "server starting"
+    );
+    let tracker = TaskTracker::new();
+    let listeners = http::bind(&config).await?;
+    for listener in listeners {
+        let state = http::HttpState {
+            store: data.store.clone(),
+        };
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = http::serve(listener, state, token).await {
+                tracing::error!(error = %e, "internal http listener failed");
+            }
+        });
+    }
+    let grpc_listener = grpc::bind(&config)
+        .await
+        .context("binding the admin gRPC api")?;
+    {
+        let api = grpc::AdminApi::new(config.clone(), data.store.clone());
+        let secret = data.grpc_secret.expose().clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = grpc::serve(grpc_listener, api, &secret, token).await {
+                tracing::error!(error = %e, "admin gRPC api failed");
+            }
+        });
+    }
+    let resolver = snikket_runtime::CertResolver::new(snikket_runtime::CertSource::live_dir(
+        &config.cert_live_dir(),
+    ));
+    if !resolver.has_certificate() {
+        tracing::warn!(dir = %config.cert_live_dir().display(), "waiting for certificates; clients are refused until they appear");
+    }
+    resolver.watch(Duration::from_secs(5), shutdown.clone());
+    let tls = snikket_runtime::tls::server_config(
+        config.server.tls_profile,
+        resolver.clone(),
+        &[b"xmpp-client"],
+    )
+    .context("building the TLS configuration")?;
+    let state = std::sync::Arc::new(state::State {
+        store: data.store.clone(),
+        router: router::Router::default(),
+        tls,
+        resolver,
+        ip_limiter: Default::default(),
+        auth_throttle: Default::default(),
+        turn_secret: Some(match &config.turn.secret {
+            Some(s) => snikket_runtime::Secret::new(s.clone()),
+            None => data.turn_secret.clone(),
+        }),
+        sm: Default::default(),
+        archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
+        started: std::time::Instant::now(),
+        config,
+    });
+    archive::spawn_expiry(
+        data.store.clone(),
+        state.config.server.retention_days,
+        &tracker,
+        shutdown.clone(),
+    );
+    c2s::start(state.clone(), &tracker, shutdown.clone()).await?;
+    shutdown.cancelled().await;
+    tracing::info!("stopping");
+    state.router.close_all();
+    snikket_runtime::shutdown::drain(&tracker, Duration::from_secs(10)).await;
+    data.store.close().await;
+    Ok(())
+}

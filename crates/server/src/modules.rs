@@ -1,0 +1,406 @@
+//! IQ handlers, one dispatch `match` on the payload namespace (RFC 6121 roster, XEP-0030 disco,
+//! XEP-0199 ping, XEP-0092 version, XEP-0202 time, XEP-0012 last activity, XEP-0077 register).
+
+use crate::routing::{push_item, Sender};
+use crate::state::State;
+use crate::xml::{self, el, text_el};
+use minidom::Element;
+use snikket_store::{RosterItem, Subscription};
+
+/// `jabber:iq:roster`.
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+const NS_PING: &str = "urn:xmpp:ping";
+const NS_VERSION: &str = "jabber:iq:version";
+const NS_TIME: &str = "urn:xmpp:time";
+const NS_LAST: &str = "jabber:iq:last";
+const NS_REGISTER: &str = "jabber:iq:register";
+
+/// Features the server itself announces (kept to what is really implemented).
+const SERVER_FEATURES: &[&str] = &[
+    NS_DISCO_INFO,
+    NS_DISCO_ITEMS,
+    NS_PING,
+    NS_VERSION,
+    NS_TIME,
+    NS_LAST,
+    NS_ROSTER,
+    "urn:xmpp:pars:0",
+    "urn:xmpp:invite",
+    "msgoffline",
+    NS_CARBONS,
+    crate::extdisco::NS_EXTDISCO,
+];
+
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+
+/// Message Carbons (XEP-0280) on or off for the sending session.
+fn carbons(state: &State, me: &Sender, iq: &Element) -> Option<Element> {
+    let p = xml::payload(iq)?;
+    if iq.attr("type") != Some("set") || p.ns() != NS_CARBONS {
+        return None;
+    }
+    let on = match p.name() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Some(xml::error_reply(iq, "bad-request", None)),
+    };
+    state.router.set_carbons(&me.username, &me.resource, on);
+    Some(xml::iq_result(iq, None))
+}
+
+fn ns_of(iq: &Element) -> String {
+    xml::payload(iq).map(Element::ns).unwrap_or_default()
+}
+
+/// IQs addressed to the server (`to` = our domain).
+pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
+    let get = iq.attr("type") == Some("get");
+    match (get, ns_of(iq).as_str()) {
+        (true, NS_PING) => xml::iq_result(iq, None),
+        (true, NS_DISCO_INFO) => xml::iq_result(iq, Some(server_disco(state))),
+        (true, NS_DISCO_ITEMS) => {
+            xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], vec![])))
+        }
+        (true, NS_VERSION) => xml::iq_result(
+            iq,
+            Some(el(
+                "query",
+                NS_VERSION,
+                &[],
+                vec![
+                    text_el("name", NS_VERSION, "Snikket"),
+                    text_el("version", NS_VERSION, env!("CARGO_PKG_VERSION")),
+                ],
+            )),
+        ),
+        (true, NS_TIME) => xml::iq_result(iq, Some(time_el())),
+        (true, NS_LAST) => {
+            let secs = state.started.elapsed().as_secs().to_string();
+            xml::iq_result(
+                iq,
+                Some(el("query", NS_LAST, &[("seconds", &secs)], vec![])),
+            )
+        }
+        (true, crate::extdisco::NS_EXTDISCO) => crate::extdisco::services(state, iq),
+        (_, NS_ROSTER) | (_, NS_REGISTER) | (_, NS_CARBONS) => account_iq(state, me, iq).await,
+        _ => xml::error_reply(iq, "service-unavailable", None),
+    }
+}
+
+fn server_disco(state: &State) -> Element {
+    let mut children = vec![el(
+        "identity",
+        NS_DISCO_INFO,
+        &[
+            ("category", "server"),
+            ("type", "im"),
+            ("name", &state.config.site_name),
+        ],
+        vec![],
+    )];
+    for f in SERVER_FEATURES {
+        children.push(el("feature", NS_DISCO_INFO, &[("var", f)], vec![]));
+    }
+    let addresses: Vec<(&str, &Option<String>)> = vec![
+        ("abuse-addresses", &state.config.server.abuse_email),
+        ("security-addresses", &state.config.server.security_email),
+    ];
+    if addresses.iter().any(|(_, a)| a.is_some()) {
+        // XEP-0157 contact addresses in a XEP-0128 extended form.
+        const NS_DATA: &str = "jabber:x:data";
+        let mut fields = vec![el(
+            "field",
+            NS_DATA,
+            &[("var", "FORM_TYPE"), ("type", "hidden")],
+            vec![text_el(
+                "value",
+                NS_DATA,
+                "http://jabber.org/network/serverinfo",
+            )],
+        )];
+        for (var, addr) in addresses {
+            if let Some(a) = addr {
+                fields.push(el(
+                    "field",
+                    NS_DATA,
+                    &[("var", var)],
+                    vec![text_el("value", NS_DATA, &format!("mailto:{a}"))],
+                ));
+            }
+        }
+        children.push(el("x", NS_DATA, &[("type", "result")], fields));
+    }
+    el("query", NS_DISCO_INFO, &[], children)
+}
+
+fn time_el() -> Element {
+    let now = time::OffsetDateTime::now_utc();
+    let utc = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string());
+    el(
+        "time",
+        NS_TIME,
+        &[],
+        vec![
+            text_el("tzo", NS_TIME, "+00:00"),
+            text_el("utc", NS_TIME, &utc),
+        ],
+    )
+}
+
+/// IQs a user sends to their own bare JID (or with no `to`).
+pub async fn account_iq(state: &State, me: &Sender, iq: &Element) -> Element {
+    let kind = iq.attr("type").unwrap_or("");
+    if let Some(reply) = carbons(state, me, iq) {
+        return reply;
+    }
+    match ns_of(iq).as_str() {
+        NS_ROSTER if kind == "get" => roster_get(state, me, iq).await,
+        NS_ROSTER if kind == "set" => roster_set(state, me, iq).await,
+        NS_REGISTER if kind == "set" => register_set(state, me, iq).await,
+        NS_PING if kind == "get" => xml::iq_result(iq, None),
+        NS_DISCO_INFO if kind == "get" => {
+            let q = el(
+                "query",
+                NS_DISCO_INFO,
+                &[],
+                vec![
+                    el(
+                        "identity",
+                        NS_DISCO_INFO,
+                        &[("category", "account"), ("type", "registered")],
+                        vec![],
+                    ),
+                    el(
+                        "feature",
+                        NS_DISCO_INFO,
+                        &[("var", crate::archive::NS_MAM)],
+                        vec![],
+                    ),
+                    el(
+                        "feature",
+                        NS_DISCO_INFO,
+                        &[("var", crate::archive::NS_SID)],
+                        vec![],
+                    ),
+                ],
+            );
+            xml::iq_result(iq, Some(q))
+        }
+        NS_DISCO_ITEMS if kind == "get" => {
+            xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], vec![])))
+        }
+        _ => xml::error_reply(iq, "service-unavailable", None),
+    }
+}
+
+/// IQs to another local user's bare JID: answered by the server on their behalf.
+pub async fn contact_iq(state: &State, _me: &Sender, username: &str, iq: &Element) -> Element {
+    match state.store.account(username).await {
+        Ok(Some(_)) => {}
+        _ => return xml::error_reply(iq, "service-unavailable", None),
+    }
+    match (iq.attr("type"), ns_of(iq).as_str()) {
+        (Some("get"), NS_PING) => xml::iq_result(iq, None),
+        (Some("get"), NS_DISCO_INFO) => {
+            let q = el(
+                "query",
+                NS_DISCO_INFO,
+                &[],
+                vec![el(
+                    "identity",
+                    NS_DISCO_INFO,
+                    &[("category", "account"), ("type", "registered")],
+                    vec![],
+                )],
+            );
+            xml::iq_result(iq, Some(q))
+        }
+        _ => xml::error_reply(iq, "service-unavailable", None),
+    }
+}
+
+/// One `<item/>` of a roster result or push.
+pub fn roster_item_el(item: &RosterItem, removed: bool) -> Element {
+    let sub = if removed {
+        "remove"
+    } else {
+        item.subscription.as_str()
+    };
+    let mut e = el(
+        "item",
+        NS_ROSTER,
+        &[("jid", &item.contact), ("subscription", sub)],
+        vec![],
+    );
+    if let Some(n) = &item.name {
+        xml::set_attr(&mut e, "name", n);
+    }
+    if item.ask_out && !removed {
+        xml::set_attr(&mut e, "ask", "subscribe");
+    }
+    for g in &item.groups {
+        e.append_child(text_el("group", NS_ROSTER, g));
+    }
+    e
+}
+
+async fn roster_get(state: &State, me: &Sender, iq: &Element) -> Element {
+    match state.store.roster(&me.username).await {
+        Ok((items, version)) => {
+            let ver = version.to_string();
+            let requested = xml::payload(iq)
+                .and_then(|q| q.attr("ver"))
+                .map(str::to_string);
+            if requested.as_deref() == Some(ver.as_str()) {
+                // RFC 6121 §2.6.3: unchanged, the client keeps its cached copy.
+                return xml::iq_result(iq, None);
+            }
+            let children = items
+                .iter()
+                .filter(|i| {
+                    i.subscription != Subscription::None
+                        || i.ask_out
+                        || i.name.is_some()
+                        || !i.groups.is_empty()
+                })
+                .map(|i| roster_item_el(i, false))
+                .collect();
+            xml::iq_result(iq, Some(el("query", NS_ROSTER, &[("ver", &ver)], children)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            xml::error_reply(iq, "internal-server-error", None)
+        }
+    }
+}
+
+async fn roster_set(state: &State, me: &Sender, iq: &Element) -> Element {
+    let Some(query) = xml::payload(iq) else {
+        return xml::error_reply(iq, "bad-request", None);
+    };
+    let items: Vec<&Element> = query.children().filter(|c| c.name() == "item").collect();
+    if items.len() != 1 {
+        return xml::error_reply(
+            iq,
+            "bad-request",
+            Some("A roster set carries exactly one item"),
+        );
+    }
+    let item_el = items[0];
+    let Some(jid) = item_el.attr("jid").and_then(|j| jid::BareJid::new(j).ok()) else {
+        return xml::error_reply(iq, "jid-malformed", None);
+    };
+    let contact = jid.to_string();
+    if contact == me.bare {
+        return xml::error_reply(iq, "not-allowed", Some("You cannot add yourself"));
+    }
+    if item_el.attr("subscription") == Some("remove") {
+        return match state.store.remove_roster_item(&me.username, &contact).await {
+            Ok(Some(v)) => {
+                push_item(state, &me.username, &RosterItem::new(&contact), v, true);
+                xml::iq_result(iq, None)
+            }
+            Ok(None) => xml::error_reply(iq, "item-not-found", None),
+            Err(e) => {
+                tracing::error!(error = %e, "roster remove failed");
+                xml::error_reply(iq, "internal-server-error", None)
+            }
+        };
+    }
+    let mut item = match state.store.roster_item(&me.username, &contact).await {
+        Ok(Some(i)) => i,
+        Ok(None) => RosterItem::new(&contact),
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            return xml::error_reply(iq, "internal-server-error", None);
+        }
+    };
+    item.name = item_el
+        .attr("name")
+        .map(str::to_string)
+        .filter(|n| !n.is_empty());
+    let mut groups: Vec<String> = item_el
+        .children()
+        .filter(|c| c.name() == "group")
+        .map(|g| g.text())
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.dedup();
+    if groups.iter().any(|g| g.len() > 1024) {
+        return xml::error_reply(iq, "not-acceptable", Some("Group name too long"));
+    }
+    item.groups = groups;
+    match state.store.put_roster_item(&me.username, &item).await {
+        Ok(v) => {
+            push_item(state, &me.username, &item, v, false);
+            xml::iq_result(iq, None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "roster save failed");
+            xml::error_reply(iq, "internal-server-error", None)
+        }
+    }
+}
+
+/// Password change (XEP-0077 §3.3) for the logged-in user.
+async fn register_set(state: &State, me: &Sender, iq: &Element) -> Element {
+    let Some(query) = xml::payload(iq) else {
+        return xml::error_reply(iq, "bad-request", None);
+    };
+    if query.has_child("remove", NS_REGISTER) {
+        return match state
+            .store
+            .set_account_state(&me.username, snikket_store::AccountState::PendingDeletion)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(user = %me.username, "account deletion requested");
+                xml::iq_result(iq, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "account deletion failed");
+                xml::error_reply(iq, "internal-server-error", None)
+            }
+        };
+    }
+    let username = query
+        .get_child("username", NS_REGISTER)
+        .map(Element::text)
+        .unwrap_or_default();
+    let password = query
+        .get_child("password", NS_REGISTER)
+        .map(Element::text)
+        .unwrap_or_default();
+    if !username.is_empty()
+        && snikket_xmpp::account::validate_localpart(&username)
+            .ok()
+            .as_deref()
+            != Some(me.username.as_str())
+    {
+        return xml::error_reply(
+            iq,
+            "not-allowed",
+            Some("You can only change your own password"),
+        );
+    }
+    if let Err(e) = snikket_xmpp::account::check_password(&password, Some(&me.username)) {
+        return xml::error_reply(iq, "not-acceptable", Some(e.text()));
+    }
+    let creds = match crate::c2s::register::credentials_for(&password) {
+        Ok(c) => c,
+        Err(_) => {
+            return xml::error_reply(iq, "not-acceptable", Some("The password is not acceptable"))
+        }
+    };
+    match state.store.set_credentials(&me.username, &creds).await {
+        Ok(()) => xml::iq_result(iq, None),
+        Err(e) => {
+            tracing::error!(error = %e, "password change failed");
+            xml::error_reply(iq, "internal-server-error", None)
+        }
+    }
+}

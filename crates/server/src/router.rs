@@ -1,0 +1,263 @@
+//! The session registry and delivery rules for local users (RFC 6121 §8).
+//!
+//! Each bound session has a bounded channel; the router looks sessions up by account and resource
+//! and hands them stanzas. It never blocks: a full channel means a stuck client, and the caller
+//! falls back to offline storage for messages.
+
+use minidom::Element;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Capacity of one session's outbound channel.
+pub const SESSION_QUEUE: usize = 512;
+
+/// What the router sends a session task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A stanza to write to the client.
+    Stanza(Element),
+    /// Close the stream with this condition (e.g. `conflict` when the resource is taken over).
+    Close(&'static str, Option<&'static str>),
+}
+
+struct Entry {
+    resource: String,
+    session_id: u64,
+    tx: mpsc::Sender<Outbound>,
+    /// Current presence (`None` until initial presence; unavailable sessions do not get broadcasts).
+    presence: Option<Element>,
+    priority: i8,
+    /// Message Carbons (XEP-0280) enabled.
+    carbons: bool,
+}
+
+/// Why a session could not be registered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The account has `max` sessions already.
+    TooMany,
+}
+
+/// Live sessions by account.
+#[derive(Default)]
+pub struct Router {
+    sessions: Mutex<HashMap<String, Vec<Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl Router {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Entry>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a bound session. An existing session with the same resource is told to close
+    /// (`conflict`) and replaced; returns whether that happened.
+    pub fn register(
+        &self,
+        username: &str,
+        resource: &str,
+        max: usize,
+    ) -> Result<(mpsc::Receiver<Outbound>, u64, bool), RegisterError> {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.lock();
+        let list = map.entry(username.to_string()).or_default();
+        let mut kicked = false;
+        if let Some(pos) = list.iter().position(|e| e.resource == resource) {
+            let old = list.remove(pos);
+            let _ = old.tx.try_send(Outbound::Close(
+                "conflict",
+                Some("Replaced by a new connection"),
+            ));
+            kicked = true;
+        }
+        if list.len() >= max {
+            return Err(RegisterError::TooMany);
+        }
+        list.push(Entry {
+            resource: resource.to_string(),
+            session_id,
+            tx,
+            presence: None,
+            priority: 0,
+            carbons: false,
+        });
+        Ok((rx, session_id, kicked))
+    }
+
+    /// Removes a session (only if it is still the one registered under that resource).
+    pub fn unregister(&self, username: &str, resource: &str, session_id: u64) {
+        let mut map = self.lock();
+        if let Some(list) = map.get_mut(username) {
+            list.retain(|e| !(e.resource == resource && e.session_id == session_id));
+            if list.is_empty() {
+                map.remove(username);
+            }
+        }
+    }
+
+    /// Records a session's presence (available with priority, or `None` when unavailable).
+    pub fn set_presence(&self, username: &str, resource: &str, presence: Option<Element>) {
+        let priority = presence
+            .as_ref()
+            .and_then(|p| p.children().find(|c| c.name() == "priority"))
+            .and_then(|p| p.text().trim().parse::<i8>().ok())
+            .unwrap_or(0);
+        let mut map = self.lock();
+        if let Some(e) = map
+            .get_mut(username)
+            .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
+        {
+            e.presence = presence;
+            e.priority = priority;
+        }
+    }
+
+    /// Sends to one full JID; returns false if that session does not exist or is stuck.
+    pub fn to_resource(&self, username: &str, resource: &str, stanza: Element) -> bool {
+        let map = self.lock();
+        map.get(username)
+            .and_then(|l| l.iter().find(|e| e.resource == resource))
+            .is_some_and(|e| e.tx.try_send(Outbound::Stanza(stanza)).is_ok())
+    }
+
+    /// Sends to every available session with non-negative priority (message to a bare JID).
+    /// Returns how many sessions accepted it.
+    pub fn to_available(&self, username: &str, stanza: &Element) -> usize {
+        let map = self.lock();
+        let Some(list) = map.get(username) else {
+            return 0;
+        };
+        list.iter()
+            .filter(|e| e.presence.is_some() && e.priority >= 0)
+            .filter(|e| e.tx.try_send(Outbound::Stanza(stanza.clone())).is_ok())
+            .count()
+    }
+
+    /// Sends to every session that has sent initial presence (presence broadcast, roster push
+    /// targets use [`Router::to_all`]).
+    pub fn to_present(&self, username: &str, stanza: &Element, except: Option<&str>) -> usize {
+        let map = self.lock();
+        let Some(list) = map.get(username) else {
+            return 0;
+        };
+        list.iter()
+            .filter(|e| e.presence.is_some() && Some(e.resource.as_str()) != except)
+            .filter(|e| e.tx.try_send(Outbound::Stanza(stanza.clone())).is_ok())
+            .count()
+    }
+
+    /// Sends to every bound session of the account (roster pushes).
+    pub fn to_all(&self, username: &str, stanza: &Element) {
+        let map = self.lock();
+        if let Some(list) = map.get(username) {
+            for e in list {
+                let _ = e.tx.try_send(Outbound::Stanza(stanza.clone()));
+            }
+        }
+    }
+
+    /// Current presences of the account's available sessions, with their resources.
+    pub fn presences(&self, username: &str) -> Vec<(String, Element)> {
+        let map = self.lock();
+        map.get(username)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|e| e.presence.clone().map(|p| (e.resource.clone(), p)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Turns Message Carbons on or off for a session.
+    pub fn set_carbons(&self, username: &str, resource: &str, on: bool) {
+        let mut map = self.lock();
+        if let Some(e) = map
+            .get_mut(username)
+            .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
+        {
+            e.carbons = on;
+        }
+    }
+
+    /// Sends `make(resource)` to every carbons-enabled session except the listed resources.
+    pub fn to_carbons(&self, username: &str, except: &[&str], make: impl Fn(&str) -> Element) {
+        let map = self.lock();
+        if let Some(list) = map.get(username) {
+            for e in list
+                .iter()
+                .filter(|e| e.carbons && !except.contains(&e.resource.as_str()))
+            {
+                let _ = e.tx.try_send(Outbound::Stanza(make(&e.resource)));
+            }
+        }
+    }
+
+    /// Resources of available sessions that a message to the bare JID reaches.
+    pub fn available_resources(&self, username: &str) -> Vec<String> {
+        let map = self.lock();
+        map.get(username)
+            .map(|l| {
+                l.iter()
+                    .filter(|e| e.presence.is_some() && e.priority >= 0)
+                    .map(|e| e.resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Number of sessions of an account.
+    pub fn session_count(&self, username: &str) -> usize {
+        self.lock().get(username).map(Vec::len).unwrap_or(0)
+    }
+
+    /// Asks every session to close (server shutdown).
+    pub fn close_all(&self) {
+        let map = self.lock();
+        for e in map.values().flatten() {
+            let _ = e.tx.try_send(Outbound::Close("system-shutdown", None));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> Element {
+        Element::builder("message", "jabber:client").build()
+    }
+
+    #[test]
+    fn limits_conflicts_and_delivery() {
+        let r = Router::default();
+        let (mut rx1, id1, kicked) = r.register("alice", "phone", 2).unwrap();
+        assert!(!kicked);
+        let (_rx2, _id2, _) = r.register("alice", "laptop", 2).unwrap();
+        assert_eq!(
+            r.register("alice", "tablet", 2).unwrap_err(),
+            RegisterError::TooMany
+        );
+        // Same resource: the old session is told to close and replaced.
+        let (_rx3, id3, kicked) = r.register("alice", "phone", 2).unwrap();
+        assert!(kicked);
+        assert!(matches!(rx1.try_recv(), Ok(Outbound::Close("conflict", _))));
+        // Unregistering the old id does not remove the new session.
+        r.unregister("alice", "phone", id1);
+        assert_eq!(r.session_count("alice"), 2);
+        // Bare delivery only reaches available sessions.
+        assert_eq!(r.to_available("alice", &msg()), 0);
+        r.set_presence(
+            "alice",
+            "phone",
+            Some(Element::builder("presence", "jabber:client").build()),
+        );
+        assert_eq!(r.to_available("alice", &msg()), 1);
+        assert!(r.to_resource("alice", "laptop", msg()));
+        assert!(!r.to_resource("alice", "nope", msg()));
+        r.unregister("alice", "phone", id3);
+        assert_eq!(r.session_count("alice"), 1);
+    }
+}
