@@ -1,0 +1,319 @@
+//! The gRPC client to the server and the mapping of its error reasons to friendly text.
+
+use snikket_rpc::snikket::admin::v1 as api;
+use snikket_rpc::SecretHeader;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata key of the session token.
+pub const SESSION_HEADER: &str = "x-snikket-session";
+/// Metadata key of the machine-readable error reason.
+pub const REASON_HEADER: &str = "x-snikket-reason";
+
+type Svc = InterceptedService<Channel, SecretHeader>;
+
+/// Clients to the server's admin API, sharing one lazy channel.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    channel: Channel,
+    secret: SecretHeader,
+}
+
+/// A failed call, as the pages need it.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The server could not be reached (or failed internally): the branded 503 page.
+    #[error("server unavailable ({detail})")]
+    Unavailable {
+        /// What happened, for the log only.
+        detail: String,
+    },
+    /// The server refused with a reason of the API's convention.
+    #[error("{reason}: {detail}")]
+    Refused {
+        /// The stable reason, e.g. `weak-password`.
+        reason: String,
+        /// The English detail.
+        detail: String,
+    },
+}
+
+/// Errors building the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint URI is malformed.
+    #[error("bad gRPC endpoint {0}")]
+    Endpoint(String),
+    /// The secret is not a valid header value.
+    #[error("the internal secret is not a valid header value")]
+    Secret,
+}
+
+impl BackendError {
+    /// The reason, or `unavailable`.
+    pub fn reason(&self) -> &str {
+        match self {
+            BackendError::Unavailable { .. } => "unavailable",
+            BackendError::Refused { reason, .. } => reason,
+        }
+    }
+}
+
+impl From<tonic::Status> for BackendError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let from_meta = s
+            .metadata()
+            .get(REASON_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let from_message = s
+            .message()
+            .split_once(": ")
+            .map(|(r, _)| r)
+            .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+            .map(str::to_string);
+        match (s.code(), from_meta.or(from_message)) {
+            (Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled, _)
+            | (Code::Internal, _) => BackendError::Unavailable {
+                detail: format!("{:?}: {}", s.code(), s.message()),
+            },
+            (Code::Unauthenticated, None) => BackendError::Unavailable {
+                detail: "the internal secret was refused".into(),
+            },
+            (code, reason) => BackendError::Refused {
+                reason: reason.unwrap_or_else(|| match code {
+                    Code::NotFound => "not-found".into(),
+                    Code::PermissionDenied => "permission-denied".into(),
+                    Code::InvalidArgument => "invalid-argument".into(),
+                    _ => "internal".into(),
+                }),
+                detail: s.message().to_string(),
+            },
+        }
+    }
+}
+
+/// Friendly English text for an API reason (spec 5.8).
+pub fn friendly(reason: &str) -> &'static str {
+    match reason {
+        "invalid-credentials" => "The username or password is not correct.",
+        "session-invalid" => "Your session has ended. Please log in again.",
+        "account-disabled" => "This account is locked. Please contact the administrator.",
+        "permission-denied" => "You are not allowed to do this.",
+        "user-not-found" => "There is no such user.",
+        "group-not-found" => "There is no such circle.",
+        "chat-not-found" => "There is no such group chat.",
+        "invite-not-found" | "not-found" => {
+            "This invitation does not exist, has expired or was already used."
+        }
+        "cannot-remove-only-admin" => "This would leave the service without an administrator.",
+        "default-circle-protected" => "The default circle cannot be renamed or deleted.",
+        "group-name-required" => "Please enter a name.",
+        "wrong-password" => "The current password is not correct.",
+        "weak-password" => "The new password must be at least 10 characters long.",
+        "username-taken" => "That username is already taken.",
+        "password-contains-username" => "The password must not contain the username.",
+        "invalid-username" => "The username is not valid.",
+        "invalid-argument" => "Some of the values entered are not valid.",
+        "throttled" => "Too many attempts. Please wait a few minutes and try again.",
+        "unavailable" => "The service is temporarily unavailable. Please try again shortly.",
+        _ => "Something went wrong. Please try again.",
+    }
+}
+
+fn with_session<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(std::time::Duration::from_secs(10));
+    if let Ok(v) = token.parse() {
+        req.metadata_mut().insert(SESSION_HEADER, v);
+    }
+    req
+}
+
+impl Backend {
+    /// A lazily connecting client to `uri` (e.g. `http://127.0.0.1:5290`) presenting `secret`.
+    pub fn new(uri: &str, secret: &str) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_shared(uri.to_string())
+            .map_err(|_| ClientError::Endpoint(uri.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(3));
+        let secret = SecretHeader::new(secret).map_err(|_| ClientError::Secret)?;
+        Ok(Backend {
+            channel: endpoint.connect_lazy(),
+            secret,
+        })
+    }
+
+    fn auth(&self) -> api::auth_client::AuthClient<Svc> {
+        api::auth_client::AuthClient::with_interceptor(self.channel.clone(), self.secret.clone())
+    }
+
+    fn profile(&self) -> api::profile_client::ProfileClient<Svc> {
+        api::profile_client::ProfileClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        )
+    }
+
+    fn invitations(&self) -> api::invitations_client::InvitationsClient<Svc> {
+        api::invitations_client::InvitationsClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        )
+    }
+
+    /// `Auth.Login`.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<api::LoginResponse, BackendError> {
+        let mut req = tonic::Request::new(api::LoginRequest {
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(10));
+        Ok(self.auth().login(req).await?.into_inner())
+    }
+
+    /// `Auth.Logout`.
+    pub async fn logout(&self, token: &str) -> Result<(), BackendError> {
+        self.auth()
+            .logout(with_session(api::LogoutRequest {}, token))
+            .await?;
+        Ok(())
+    }
+
+    /// `Profile.GetProfile`.
+    pub async fn profile_of(&self, token: &str) -> Result<api::User, BackendError> {
+        Ok(self
+            .profile()
+            .get_profile(with_session(api::GetProfileRequest {}, token))
+            .await?
+            .into_inner())
+    }
+
+    /// `Profile.ChangePassword`.
+    pub async fn change_password(
+        &self,
+        token: &str,
+        old_password: &str,
+        new_password: &str,
+    ) -> Result<(), BackendError> {
+        self.profile()
+            .change_password(with_session(
+                api::ChangePasswordRequest {
+                    old_password: old_password.to_string(),
+                    new_password: new_password.to_string(),
+                },
+                token,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// `Invitations.ListInvitations` (account, group and contact invitations).
+    pub async fn list_invitations(
+        &self,
+        token: &str,
+    ) -> Result<Vec<api::Invitation>, BackendError> {
+        Ok(self
+            .invitations()
+            .list_invitations(with_session(
+                api::ListInvitationsRequest {
+                    include_password_resets: false,
+                },
+                token,
+            ))
+            .await?
+            .into_inner()
+            .invitations)
+    }
+
+    /// `Invitations.CreateInvitation`.
+    pub async fn create_invitation(
+        &self,
+        token: &str,
+        req: api::CreateInvitationRequest,
+    ) -> Result<api::Invitation, BackendError> {
+        Ok(self
+            .invitations()
+            .create_invitation(with_session(req, token))
+            .await?
+            .into_inner())
+    }
+
+    /// `Invitations.GetInvitation`.
+    pub async fn get_invitation(
+        &self,
+        token: &str,
+        id: &str,
+    ) -> Result<api::Invitation, BackendError> {
+        Ok(self
+            .invitations()
+            .get_invitation(with_session(
+                api::GetInvitationRequest { id: id.to_string() },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Invitations.RevokeInvitation`.
+    pub async fn revoke_invitation(&self, token: &str, id: &str) -> Result<(), BackendError> {
+        self.invitations()
+            .revoke_invitation(with_session(
+                api::RevokeInvitationRequest { id: id.to_string() },
+                token,
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Backend {
+    fn public_invites(&self) -> api::public_invites_client::PublicInvitesClient<Svc> {
+        api::public_invites_client::PublicInvitesClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        )
+    }
+
+    /// `Circles.ListCircles` (admin only).
+    pub async fn list_circles(&self, token: &str) -> Result<Vec<api::Circle>, BackendError> {
+        let mut client = api::circles_client::CirclesClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        );
+        Ok(client
+            .list_circles(with_session(api::ListCirclesRequest {}, token))
+            .await?
+            .into_inner()
+            .circles)
+    }
+
+    /// `PublicInvites.GetInvite` (no session).
+    pub async fn public_invite(&self, token: &str) -> Result<api::PublicInvite, BackendError> {
+        let mut req = tonic::Request::new(api::GetInviteRequest {
+            token: token.to_string(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(10));
+        Ok(self.public_invites().get_invite(req).await?.into_inner())
+    }
+
+    /// `PublicInvites.Register` (no session).
+    pub async fn register(
+        &self,
+        token: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<api::RegisterResponse, BackendError> {
+        let mut req = tonic::Request::new(api::RegisterRequest {
+            token: token.to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+        req.set_timeout(std::time::Duration::from_secs(10));
+        Ok(self.public_invites().register(req).await?.into_inner())
+    }
+}

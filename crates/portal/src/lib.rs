@@ -1,0 +1,139 @@
+//! The Snikket web portal: invite pages, user pages and the admin panel, server-rendered.
+//!
+//! It holds no data of its own: every page is built from calls to the server's admin gRPC API
+//! ([`backend`]). Sessions live in signed cookies ([`session`]).
+#![warn(missing_docs)]
+
+pub mod backend;
+mod handlers;
+pub mod session;
+mod throttle;
+mod web;
+
+use anyhow::Context;
+use snikket_config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use backend::Backend;
+
+/// What the portal needs besides its listener; build it with [`Settings::from_config`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Display name of the service.
+    pub site_name: String,
+    /// `SNIKKET_DOMAIN` (Unicode form, for display and `user@DOMAIN` logins).
+    pub domain: String,
+    /// Key signing the cookies.
+    pub cookie_key: Vec<u8>,
+    /// iOS App Store link; `None` shows "coming soon".
+    pub apple_store_url: Option<String>,
+}
+
+impl Settings {
+    /// Reads the site name and domain, and the cookie key from `SNIKKET_TWEAK_PORTAL_SECRET_KEY`
+    /// or from `DATA/portal/secret_key` (created once, so an upgrade logs nobody out).
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let cookie_key = match &config.portal.secret_key {
+            Some(k) => k.as_bytes().to_vec(),
+            None => {
+                let dir = config.data_dir.join("portal");
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                snikket_runtime::load_or_create_secret(&dir.join("secret_key"), 0o600)?
+                    .expose()
+                    .as_bytes()
+                    .to_vec()
+            }
+        };
+        Ok(Settings {
+            site_name: config.site_name.clone(),
+            domain: config.domain.unicode.clone(),
+            cookie_key,
+            apple_store_url: config.portal.apple_store_url.clone(),
+        })
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    signer: session::Signer,
+    backend: Backend,
+    templates: minijinja::Environment<'static>,
+    throttle: throttle::Throttle,
+}
+
+impl AppState {
+    /// State for `settings`, calling the server through `backend`.
+    pub fn new(settings: Settings, backend: Backend) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                signer: session::Signer::new(&settings.cookie_key),
+                settings,
+                backend,
+                templates: web::templates(),
+                throttle: throttle::Throttle::new(5, std::time::Duration::from_secs(300)),
+            }),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> axum::Router {
+    handlers::router(state)
+}
+
+/// Serves the portal on `config.portal.interface:port` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = Settings::from_config(&config)?;
+    let secret = snikket_runtime::load_or_create_secret(&config.grpc_secret_path(), 0o600)
+        .context("reading the internal gRPC secret")?;
+    let uri = match config.grpc_interface {
+        std::net::IpAddr::V4(ip) => format!("http://{ip}:{}", config.server.grpc_port),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", config.server.grpc_port),
+    };
+    let backend = Backend::new(&uri, secret.expose())?;
+    let addr = SocketAddr::new(config.portal.interface, config.portal.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the portal to {addr}"))?;
+    serve(listener, AppState::new(settings, backend), shutdown).await
+}
+
+/// Serves the portal on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "portal listening");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("serving the portal")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Invariant: the portal talks to the server only over gRPC.
+    #[test]
+    fn never_depends_on_the_store_or_the_xmpp_crate() {
+        let manifest = include_str!("../Cargo.toml");
+        for forbidden in ["snikket-store", "snikket-xmpp", "snikket-server"] {
+            assert!(
+                !manifest.contains(forbidden),
+                "crates/portal depends on {forbidden}"
+            );
+        }
+    }
+}

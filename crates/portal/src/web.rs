@@ -1,0 +1,389 @@
+//! Page plumbing: templates, the base context, error pages, security headers and small helpers.
+
+use crate::backend::{friendly, BackendError};
+use crate::session::{self, Session, CSRF_COOKIE, SESSION_COOKIE};
+use crate::AppState;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use rand::RngCore;
+use serde_json::{Map, Value};
+
+/// The embedded templates.
+pub(crate) fn templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    let files: [(&str, &str); 11] = [
+        ("invite.html", include_str!("../templates/invite.html")),
+        (
+            "invite_register.html",
+            include_str!("../templates/invite_register.html"),
+        ),
+        (
+            "invite_success.html",
+            include_str!("../templates/invite_success.html"),
+        ),
+        ("base.html", include_str!("../templates/base.html")),
+        ("error.html", include_str!("../templates/error.html")),
+        ("login.html", include_str!("../templates/login.html")),
+        (
+            "dashboard.html",
+            include_str!("../templates/dashboard.html"),
+        ),
+        ("passwd.html", include_str!("../templates/passwd.html")),
+        (
+            "admin_home.html",
+            include_str!("../templates/admin_home.html"),
+        ),
+        (
+            "admin_invitations.html",
+            include_str!("../templates/admin_invitations.html"),
+        ),
+        (
+            "admin_invitation.html",
+            include_str!("../templates/admin_invitation.html"),
+        ),
+    ];
+    for (name, text) in files {
+        if let Err(e) = env.add_template(name, text) {
+            tracing::error!(template = name, error = %e, "template does not compile");
+        }
+    }
+    env
+}
+
+/// The stylesheet.
+pub(crate) const STYLE: &str = include_str!("../static/style.css");
+/// The copy/share progressive-enhancement script (no framework, no inline code).
+pub(crate) const COPY_JS: &str = include_str!("../static/copy.js");
+
+/// Why a page could not be shown.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// No valid session: redirect to the login page.
+    Login,
+    /// Logged in but not allowed (403).
+    Forbidden,
+    /// Unknown resource (404).
+    NotFound,
+    /// The form's CSRF token is missing or wrong (400).
+    BadCsrf,
+    /// The server refused with this reason; shown as a 400 page.
+    Refused(String),
+    /// The server is unreachable (503 with an error id).
+    Unavailable(String),
+}
+
+impl From<BackendError> for Fail {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Unavailable { detail } => Fail::Unavailable(detail),
+            BackendError::Refused { reason, .. } => match reason.as_str() {
+                "session-invalid" => Fail::Login,
+                "permission-denied" | "account-disabled" => Fail::Forbidden,
+                "invite-not-found" | "user-not-found" | "not-found" => Fail::NotFound,
+                _ => Fail::Refused(reason),
+            },
+        }
+    }
+}
+
+fn error_id() -> String {
+    let mut b = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What every page knows about the request.
+pub(crate) struct Ctx {
+    pub(crate) session: Option<Session>,
+    pub(crate) csrf: String,
+    new_csrf: bool,
+}
+
+impl AppState {
+    pub(crate) fn settings(&self) -> &crate::Settings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn backend(&self) -> &crate::Backend {
+        &self.inner.backend
+    }
+
+    pub(crate) fn throttle(&self) -> &crate::throttle::Throttle {
+        &self.inner.throttle
+    }
+
+    /// The valid, unexpired session of the request, if any.
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let raw = session::cookie(headers, SESSION_COOKIE)?;
+        let s: Session = self.inner.signer.verify(SESSION_COOKIE, raw)?;
+        (s.expires_at > now()).then_some(s)
+    }
+
+    /// The request's context; a new CSRF token is issued if the request has none.
+    pub(crate) fn ctx(&self, headers: &HeaderMap) -> Ctx {
+        let existing = session::cookie(headers, CSRF_COOKIE)
+            .and_then(|c| self.inner.signer.verify::<String>(CSRF_COOKIE, c));
+        let (csrf, new_csrf) = match existing {
+            Some(t) => (t, false),
+            None => (session::new_csrf_token(), true),
+        };
+        Ctx {
+            session: self.session(headers),
+            csrf,
+            new_csrf,
+        }
+    }
+
+    /// Fails unless the posted `token` matches the request's CSRF cookie.
+    pub(crate) fn check_csrf(&self, headers: &HeaderMap, token: &str) -> Result<(), Fail> {
+        let cookie = session::cookie(headers, CSRF_COOKIE)
+            .and_then(|c| self.inner.signer.verify::<String>(CSRF_COOKIE, c))
+            .unwrap_or_default();
+        if session::csrf_matches(&cookie, token) {
+            Ok(())
+        } else {
+            tracing::info!("form posted without a valid csrf token");
+            Err(Fail::BadCsrf)
+        }
+    }
+
+    /// The session cookie for `s`.
+    pub(crate) fn session_cookie(&self, s: &Session) -> String {
+        let max_age = (s.expires_at - now()).clamp(0, session::SESSION_SECONDS);
+        session::set_cookie(
+            SESSION_COOKIE,
+            &self.inner.signer.sign(SESSION_COOKIE, s),
+            max_age,
+        )
+    }
+
+    /// Renders `name` with the base context plus `page` (a JSON object).
+    pub(crate) fn render(
+        &self,
+        ctx: &Ctx,
+        status: StatusCode,
+        name: &str,
+        page: Value,
+    ) -> Response {
+        let mut map = match page {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        map.insert(
+            "site_name".into(),
+            self.inner.settings.site_name.clone().into(),
+        );
+        map.insert("domain".into(), self.inner.settings.domain.clone().into());
+        map.insert("csrf".into(), ctx.csrf.clone().into());
+        map.insert(
+            "user".into(),
+            match &ctx.session {
+                Some(s) => serde_json::json!({"username": s.username, "admin": s.admin}),
+                None => Value::Null,
+            },
+        );
+        let html = self
+            .inner
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(&map));
+        let mut resp = match html {
+            Ok(h) => (status, Html(h)).into_response(),
+            Err(e) => {
+                let id = error_id();
+                tracing::error!(error_id = %id, template = name, error = %e, "rendering failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    format!("Internal error. Error id: {id}"),
+                )
+                    .into_response()
+            }
+        };
+        if ctx.new_csrf {
+            let value = session::set_cookie(
+                CSRF_COOKIE,
+                &self.inner.signer.sign(CSRF_COOKIE, &ctx.csrf),
+                session::SESSION_SECONDS,
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        resp
+    }
+
+    fn error_page(
+        &self,
+        ctx: &Ctx,
+        status: StatusCode,
+        heading: &str,
+        message: &str,
+        id: Option<&str>,
+    ) -> Response {
+        self.render(
+            ctx,
+            status,
+            "error.html",
+            serde_json::json!({"heading": heading, "message": message, "error_id": id}),
+        )
+    }
+
+    /// The response for a failure.
+    pub(crate) fn fail(&self, headers: &HeaderMap, f: Fail) -> Response {
+        let ctx = self.ctx(headers);
+        match f {
+            Fail::Login => {
+                let mut r = Redirect::to("/login").into_response();
+                if ctx.session.is_some() {
+                    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(SESSION_COOKIE, "", 0)) {
+                        r.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                }
+                r
+            }
+            Fail::Forbidden => self.error_page(&ctx, StatusCode::FORBIDDEN, "Access denied", "This is not for you.", None),
+            Fail::NotFound => self.error_page(
+                &ctx,
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "The page you are looking for does not exist, has expired or was already used.",
+                None,
+            ),
+            Fail::BadCsrf => self.error_page(
+                &ctx,
+                StatusCode::BAD_REQUEST,
+                "Form expired",
+                "The form was too old or was sent from another page. Please go back, reload it and try again.",
+                None,
+            ),
+            Fail::Refused(reason) => self.error_page(&ctx, StatusCode::BAD_REQUEST, "Not possible", friendly(&reason), None),
+            Fail::Unavailable(detail) => {
+                let id = error_id();
+                tracing::error!(error_id = %id, detail = %detail, "server unreachable");
+                self.error_page(
+                    &ctx,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Internal error",
+                    "The web portal was not able to communicate with the backend. Please try again later and/or inform your Snikket service admin.",
+                    Some(&id),
+                )
+            }
+        }
+    }
+
+    /// `r` itself, or the page for its failure.
+    pub(crate) fn done(&self, headers: &HeaderMap, r: Result<Response, Fail>) -> Response {
+        r.unwrap_or_else(|f| self.fail(headers, f))
+    }
+}
+
+/// Adds the security headers to every response.
+pub(crate) async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Now, Unix seconds.
+pub(crate) fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// "in 6 days", "3 hours ago", relative to `now`.
+pub(crate) fn relative(now: i64, ts: i64) -> String {
+    let d = ts - now;
+    let a = d.unsigned_abs();
+    let (n, unit) = if a < 60 {
+        return if d >= 0 {
+            "in less than a minute".into()
+        } else {
+            "just now".into()
+        };
+    } else if a < 3600 {
+        (a / 60, "minute")
+    } else if a < 86400 {
+        (a / 3600, "hour")
+    } else {
+        (a / 86400, "day")
+    };
+    let s = if n == 1 { "" } else { "s" };
+    if d >= 0 {
+        format!("in {n} {unit}{s}")
+    } else {
+        format!("{n} {unit}{s} ago")
+    }
+}
+
+/// ISO 8601 form of a Unix timestamp, for `<time datetime>`.
+pub(crate) fn iso(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub(crate) fn pct_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A server-side SVG QR code of `data`; empty if it does not fit.
+pub(crate) fn qr_svg(data: &str) -> String {
+    match qrcode::QrCode::new(data.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative(0, 6 * 86400 + 10), "in 6 days");
+        assert_eq!(relative(0, 3600), "in 1 hour");
+        assert_eq!(relative(3 * 86400, 0), "3 days ago");
+        assert_eq!(relative(100, 90), "just now");
+    }
+
+    #[test]
+    fn qr_is_svg() {
+        assert!(qr_svg("xmpp:example.org?register;preauth=abc").starts_with("<?xml"));
+    }
+}

@@ -1,0 +1,277 @@
+//! End to end over loopback: the real `snikket-server` and `snikket-portal` binaries and a plain
+//! HTTP client. An admin (registered through a command-line admin invitation) logs in, creates an
+//! invitation; a new user opens it, registers through the web form and logs in.
+//!
+//! The server binary must be built first: `cargo build -p snikket-server`.
+
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use snikket_testkit::net::{free_port, wait_for_port};
+use snikket_testkit::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const PORTAL: &str = env!("CARGO_BIN_EXE_snikket-portal");
+const DOMAIN: &str = "chat.example.com";
+
+fn server_binary() -> PathBuf {
+    let root = snikket_testkit::workspace_root();
+    let bin = root.join("target").join("debug").join("snikket-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p snikket-server`",
+        bin.display()
+    );
+    bin
+}
+
+/// The shared environment of both processes.
+fn env(cmd: &mut Command, data: &Path, grpc_port: u16, portal_port: u16) {
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SNIKKET_DOMAIN", DOMAIN)
+        .env("SNIKKET_ADMIN_EMAIL", "admin@example.com")
+        .env("SNIKKET_SITE_NAME", "The Family")
+        .env("SNIKKET_LOGLEVEL", "warn")
+        .env("SNIKKET_TWEAK_DATA_DIR", data)
+        .env("SNIKKET_TWEAK_BIND_INTERFACES", "127.0.0.1")
+        .env("SNIKKET_TWEAK_SERVER_GRPC_PORT", grpc_port.to_string())
+        .env("SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
+        .env(
+            "SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_PORT",
+            portal_port.to_string(),
+        );
+}
+
+fn server_env(cmd: &mut Command) {
+    cmd.env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", free_port().to_string())
+        .env("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
+        .env("SNIKKET_TWEAK_C2S_PORT", free_port().to_string())
+        .env("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", free_port().to_string())
+        .env("SNIKKET_TWEAK_S2S_PORT", free_port().to_string())
+        .env("SNIKKET_PROXY65_PORT", free_port().to_string());
+}
+
+/// A tiny cookie jar over a client that does not follow redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: String,
+    body: String,
+}
+
+impl Browser {
+    fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, resp: reqwest::Response) -> Page {
+        for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+            let Some((k, v)) = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split(';').next())
+                .and_then(|kv| kv.split_once('='))
+            else {
+                continue;
+            };
+            self.cookies.retain(|(name, _)| name != k);
+            if !v.is_empty() {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp.text().await.expect("body");
+        Page {
+            status,
+            location,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.header())
+            .send()
+            .await
+            .expect("GET");
+        self.finish(resp).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.header())
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        self.finish(resp).await
+    }
+}
+
+fn csrf(body: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = body.find(marker).expect("a csrf field") + marker.len();
+    let end = body[start..].find('"').expect("closing quote") + start;
+    body[start..end].to_string()
+}
+
+/// The token of the first `/invite/<token>/` link in `text` (HTML-escaped or not).
+fn invite_token(text: &str) -> String {
+    let text = text.replace("&#x2f;", "/");
+    let start = text.find("/invite/").expect("an invite link") + "/invite/".len();
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn register(b: &mut Browser, token: &str, user: &str, password: &str) {
+    let form = b.get(&format!("/invite/{token}/register")).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let c = csrf(&form.body);
+    let done = b
+        .post(
+            &format!("/invite/{token}/register"),
+            &[
+                ("csrf", &c),
+                ("localpart", user),
+                ("password", password),
+                ("password_confirm", password),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location, "/invite/success");
+    let ok = b.get("/invite/success").await;
+    assert!(ok.body.contains(&format!("{user}@{DOMAIN}")), "{}", ok.body);
+}
+
+async fn login(b: &mut Browser, user: &str, password: &str) {
+    let form = b.get("/login").await;
+    let c = csrf(&form.body);
+    let r = b
+        .post(
+            "/login",
+            &[("csrf", &c), ("user", user), ("password", password)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "login: {}", r.body);
+    assert_eq!(r.location, "/user/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_invites_a_new_user_who_registers_on_the_web() {
+    let server = server_binary();
+    let dir = snikket_testkit::temp_dir();
+    let data = dir.path();
+    let (grpc_port, portal_port) = (free_port(), free_port());
+
+    let mut cmd = Command::new(&server);
+    env(&mut cmd, data, grpc_port, portal_port);
+    server_env(&mut cmd);
+    let _server = Child::spawn("snikket-server", cmd);
+    wait_for_port(([127, 0, 0, 1], grpc_port).into(), Duration::from_secs(30));
+
+    let mut cmd = Command::new(&server);
+    env(&mut cmd, data, grpc_port, portal_port);
+    let out = cmd
+        .args(["create-invite", "--admin"])
+        .output()
+        .expect("run create-invite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin_token = invite_token(&String::from_utf8_lossy(&out.stdout));
+
+    let mut cmd = Command::new(PORTAL);
+    env(&mut cmd, data, grpc_port, portal_port);
+    let _portal = Child::spawn("snikket-portal", cmd);
+    wait_for_port(
+        ([127, 0, 0, 1], portal_port).into(),
+        Duration::from_secs(30),
+    );
+
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{portal_port}");
+    let mut admin = Browser {
+        http: http.clone(),
+        base: base.clone(),
+        cookies: Vec::new(),
+    };
+    assert_eq!(admin.get("/_health").await.body, "STATUS OK");
+
+    // The admin account comes from the command-line admin invitation.
+    register(&mut admin, &admin_token, "root", "admin password 1").await;
+    login(&mut admin, &format!("root@{DOMAIN}"), "admin password 1").await;
+    let list = admin.get("/admin/invitations").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let created = admin
+        .post(
+            "/admin/invitation/-/new",
+            &[
+                ("csrf", &csrf(&list.body)),
+                ("kind", "account"),
+                ("ttl", "86400"),
+                ("role", "normal"),
+                ("circle", "default"),
+                ("note", "for Carol"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let view = admin.get(&created.location).await;
+    assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+    assert!(view.body.contains("<svg"));
+    let token = invite_token(&view.body);
+    assert_eq!(token.len(), 24, "token from {}", view.body);
+    let listed = admin.get("/admin/invitations").await;
+    assert!(listed.body.contains("for Carol"));
+    assert!(listed.body.contains("in 1 day") || listed.body.contains("in 23 hours"));
+
+    // A new visitor opens the link, registers and logs in.
+    let mut carol = Browser {
+        http,
+        base,
+        cookies: Vec::new(),
+    };
+    let landing = carol.get(&format!("/invite/{token}/")).await;
+    assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
+    assert!(landing.body.contains("root"));
+    register(&mut carol, &token, "carol", "correct horse battery").await;
+    carol.cookies.clear();
+    login(&mut carol, "carol", "correct horse battery").await;
+    let home = carol.get("/user/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains(&format!("carol@{DOMAIN}")));
+    assert_eq!(carol.get("/admin/").await.status, StatusCode::FORBIDDEN);
+    // The single-use invitation is gone.
+    let used = carol.get(&format!("/invite/{token}/")).await;
+    assert_eq!(used.status, StatusCode::NOT_FOUND);
+}
