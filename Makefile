@@ -7,7 +7,9 @@ SHELL := /bin/bash
 TEST_PACKAGES := postgresql coturn pebble python3-slixmpp curl nginx-light ca-certificates openssl
 # Extra packages for the benchmarks.
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk nginx hyperfine
-PG_DIR := $(CURDIR)/target/pg-test
+# Outside the checkout: when run as root the cluster runs as the postgres user, which may not
+# be able to enter the checkout (a mktemp -d parent is mode 0700).
+PG_DIR := /tmp/snikket-pg-$(shell printf %s '$(CURDIR)' | md5sum | cut -c1-10)
 
 .PHONY: help deps lint test run images e2e bench fuzz clean-pg
 
