@@ -16,7 +16,8 @@ pub const KINDS: [&str; 4] = ["cert", "chain", "privkey", "fullchain"];
 
 /// Name of the marker file in the live directory while the certificate there is our self-signed
 /// bootstrap (or the long-lived self-signed certificate when ACME is off).
-pub const SELF_SIGNED_MARKER: &str = "self-signed";
+/// The consumers' resolver reads the same name.
+pub const SELF_SIGNED_MARKER: &str = snikket_runtime::tls::BOOTSTRAP_MARKER;
 
 /// Paths of one certificate lineage (certificate name = DOMAIN_ASCII).
 #[derive(Debug, Clone)]

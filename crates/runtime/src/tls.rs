@@ -12,6 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use snikket_config::TlsProfile;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,12 @@ impl CertSource {
             chain: dir.join("fullchain.pem"),
             key: dir.join("privkey.pem"),
         }
+    }
+
+    /// The marker the certificate manager leaves beside a self-signed bootstrap certificate
+    /// (`live/<DOMAIN>/self-signed`), removed when a CA-issued certificate replaces it.
+    pub fn bootstrap_marker(&self) -> Option<PathBuf> {
+        self.chain.parent().map(|d| d.join(BOOTSTRAP_MARKER))
     }
 
     /// Whether both files exist.
@@ -57,6 +64,9 @@ impl CertSource {
         })
     }
 }
+
+/// File name of the self-signed bootstrap marker in a live directory.
+pub const BOOTSTRAP_MARKER: &str = "self-signed";
 
 /// Builds a rustls `CertifiedKey` from PEM text, checking that key and certificate match.
 pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
@@ -89,6 +99,7 @@ pub struct CertResolver {
     source: CertSource,
     current: RwLock<Option<Arc<CertifiedKey>>>,
     stamp: RwLock<Option<(SystemTime, u64, SystemTime, u64)>>,
+    bootstrap: AtomicBool,
 }
 
 impl CertResolver {
@@ -98,6 +109,7 @@ impl CertResolver {
             source,
             current: RwLock::new(None),
             stamp: RwLock::new(None),
+            bootstrap: AtomicBool::new(false),
         });
         r.reload();
         r
@@ -108,9 +120,18 @@ impl CertResolver {
         self.current.read().map(|c| c.is_some()).unwrap_or(false)
     }
 
+    /// Whether the loaded certificate is the certificate manager's self-signed bootstrap (its
+    /// marker file was present at the last check). Browsers warn about such a certificate, so the
+    /// web proxy keeps showing its startup page on plain HTTP meanwhile.
+    pub fn is_bootstrap(&self) -> bool {
+        self.bootstrap.load(Ordering::Relaxed)
+    }
+
     /// Re-reads the files if they changed. A half-written or mismatched pair is ignored (the old
     /// certificate stays) and retried at the next call. Returns whether a new pair was loaded.
     pub fn reload(&self) -> bool {
+        let marked = self.source.bootstrap_marker().is_some_and(|m| m.is_file());
+        self.bootstrap.store(marked, Ordering::Relaxed);
         let stamp = self.source.stamp();
         if stamp.is_none() {
             return false;

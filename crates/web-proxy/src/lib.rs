@@ -47,11 +47,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tls = tls::server_config(&config.proxy, resolver.clone())
         .context("building the TLS configuration")?;
     let limit = Arc::new(tokio::sync::Semaphore::new(listener::MAX_CONNECTIONS));
-    let start_http = config.proxy.serve_http || !resolver.has_certificate();
+    let start_http = config.proxy.serve_http || !state.ready();
     tracing::info!(
         domain = %config.domain.ascii,
         certificate = resolver.has_certificate(),
-        mode = if resolver.has_certificate() { "normal" } else { "startup" },
+        bootstrap = resolver.is_bootstrap(),
+        mode = if state.ready() { "normal" } else { "startup" },
         "web proxy starting"
     );
     let mut bound = 0usize;

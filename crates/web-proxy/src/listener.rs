@@ -61,7 +61,7 @@ pub async fn serve(
         let accepted = tokio::select! {
             _ = state.shutdown.cancelled() => break,
             _ = check.tick() => {
-                if scheme == Scheme::Http && !state.serve_http && state.resolver.has_certificate() {
+                if scheme == Scheme::Http && !state.serve_http && state.ready() {
                     tracing::info!(addr = ?local, "certificate present and http not in SNIKKET_TWEAK_WEB_PROXY_PROTOS: closing the http listener");
                     break;
                 }

@@ -59,6 +59,9 @@ pub struct State {
     client: Client<HttpConnector, Body>,
     /// Whether port 80 keeps serving once certificates exist (`SNIKKET_TWEAK_WEB_PROXY_PROTOS`).
     pub serve_http: bool,
+    /// Whether ACME is on: then a self-signed bootstrap certificate is temporary and plain HTTP
+    /// keeps the startup page instead of redirecting browsers to a certificate warning.
+    acme: bool,
     /// The certificate, or none yet (startup mode).
     pub resolver: Arc<CertResolver>,
     /// Cancelled at shutdown.
@@ -104,11 +107,19 @@ impl State {
             ),
             client,
             serve_http: config.proxy.serve_http,
+            acme: config.certs.acme,
             resolver,
             shutdown,
             tracker,
             epoch: Instant::now(),
         }
+    }
+
+    /// Normal mode: a certificate browsers can use is loaded. With ACME on, the self-signed
+    /// bootstrap certificate does not count (spec 6.5: the startup page shows until the real
+    /// certificate exists); with ACME off it is the certificate.
+    pub fn ready(&self) -> bool {
+        self.resolver.has_certificate() && !(self.acme && self.resolver.is_bootstrap())
     }
 
     fn now_ms(&self) -> u64 {
@@ -205,7 +216,12 @@ pub async fn handle(state: Arc<State>, conn: Conn, req: Request<Incoming>) -> Re
         &state.names,
         route::Request {
             scheme: conn.scheme,
-            has_cert: state.resolver.has_certificate(),
+            // HTTPS answers with whatever certificate is loaded; plain HTTP redirects there only
+            // once the certificate is a real one.
+            has_cert: match conn.scheme {
+                Scheme::Http => state.ready(),
+                Scheme::Https => state.resolver.has_certificate(),
+            },
             host: host.as_deref(),
             path: req.uri().path(),
             query: req.uri().query(),

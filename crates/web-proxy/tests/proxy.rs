@@ -1015,3 +1015,55 @@ async fn listens_on_ipv4_and_ipv6() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(field(&body, "xff"), "::1");
 }
+
+async fn http_status(c: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = c.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn self_signed_bootstrap_keeps_the_startup_page_until_the_real_certificate() {
+    let (portal, server) = (start_stub("portal").await, start_stub("server").await);
+    let p = start_proxy(portal, server, true, &[]);
+    std::fs::write(p.live_dir().join("self-signed"), "bootstrap\n").unwrap();
+    // The marker is noticed at the next certificate poll.
+    let c = p.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_status(&c, &p.http_url(DOMAIN, "/")).await;
+        if status == 200 {
+            assert!(body.contains("Snikket is starting"), "{body}");
+            break;
+        }
+        assert_eq!(status, 301);
+        assert!(Instant::now() < deadline, "marker never noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // HTTPS still answers with the bootstrap certificate (XMPP clients and testers use it).
+    let r = c.get(p.url(DOMAIN, "/login")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The CA-issued certificate replaces it: the marker goes, the files change.
+    std::fs::remove_file(p.live_dir().join("self-signed")).unwrap();
+    p.write_cert();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = http_status(&c, &p.http_url(DOMAIN, "/")).await;
+        if status == 301 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never left startup mode");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn self_signed_certificate_is_final_when_acme_is_off() {
+    let (portal, server) = (start_stub("portal").await, start_stub("server").await);
+    let p = start_proxy(portal, server, true, &[("SNIKKET_TWEAK_ACME", "0")]);
+    std::fs::write(p.live_dir().join("self-signed"), "bootstrap\n").unwrap();
+    // Give the poller time to see the marker; the redirect must stay.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = http_status(&p.client(), &p.http_url(DOMAIN, "/")).await;
+    assert_eq!(status, 301);
+}
