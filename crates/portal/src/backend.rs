@@ -281,15 +281,160 @@ impl Backend {
 
     /// `Circles.ListCircles` (admin only).
     pub async fn list_circles(&self, token: &str) -> Result<Vec<api::Circle>, BackendError> {
-        let mut client = api::circles_client::CirclesClient::with_interceptor(
-            self.channel.clone(),
-            self.secret.clone(),
-        );
-        Ok(client
+        Ok(self
+            .circles()
             .list_circles(with_session(api::ListCirclesRequest {}, token))
             .await?
             .into_inner()
             .circles)
+    }
+
+    fn circles(&self) -> api::circles_client::CirclesClient<Svc> {
+        api::circles_client::CirclesClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        )
+    }
+
+    /// `Circles.GetCircle` (admin only).
+    pub async fn get_circle(&self, token: &str, id: &str) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .get_circle(with_session(
+                api::GetCircleRequest { id: id.to_string() },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.CreateCircle` (admin only).
+    pub async fn create_circle(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .create_circle(with_session(
+                api::CreateCircleRequest {
+                    name: name.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.RenameCircle` (admin only).
+    pub async fn rename_circle(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .rename_circle(with_session(
+                api::RenameCircleRequest {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.DeleteCircle` (admin only).
+    pub async fn delete_circle(&self, token: &str, id: &str) -> Result<(), BackendError> {
+        self.circles()
+            .delete_circle(with_session(
+                api::DeleteCircleRequest { id: id.to_string() },
+                token,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// `Circles.AddCircleMember` (admin only).
+    pub async fn add_circle_member(
+        &self,
+        token: &str,
+        id: &str,
+        username: &str,
+    ) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .add_circle_member(with_session(
+                api::AddCircleMemberRequest {
+                    id: id.to_string(),
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.RemoveCircleMember` (admin only).
+    pub async fn remove_circle_member(
+        &self,
+        token: &str,
+        id: &str,
+        username: &str,
+    ) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .remove_circle_member(with_session(
+                api::RemoveCircleMemberRequest {
+                    id: id.to_string(),
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.AddCircleChat` (admin only).
+    pub async fn add_circle_chat(
+        &self,
+        token: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<api::CircleChat, BackendError> {
+        Ok(self
+            .circles()
+            .add_circle_chat(with_session(
+                api::AddCircleChatRequest {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Circles.RemoveCircleChat` (admin only).
+    pub async fn remove_circle_chat(
+        &self,
+        token: &str,
+        id: &str,
+        chat_id: &str,
+    ) -> Result<api::Circle, BackendError> {
+        Ok(self
+            .circles()
+            .remove_circle_chat(with_session(
+                api::RemoveCircleChatRequest {
+                    id: id.to_string(),
+                    chat_id: chat_id.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
     }
 
     /// `PublicInvites.GetInvite` (no session).
@@ -315,5 +460,175 @@ impl Backend {
         });
         req.set_timeout(std::time::Duration::from_secs(10));
         Ok(self.public_invites().register(req).await?.into_inner())
+    }
+}
+
+/// The `Users` and `System` services (admin only).
+impl Backend {
+    fn users(&self) -> api::users_client::UsersClient<Svc> {
+        api::users_client::UsersClient::with_interceptor(self.channel.clone(), self.secret.clone())
+    }
+
+    fn system(&self) -> api::system_client::SystemClient<Svc> {
+        api::system_client::SystemClient::with_interceptor(
+            self.channel.clone(),
+            self.secret.clone(),
+        )
+    }
+
+    /// `Users.ListUsers`, sorted by username.
+    pub async fn list_users(&self, token: &str) -> Result<Vec<api::User>, BackendError> {
+        Ok(self
+            .users()
+            .list_users(with_session(api::ListUsersRequest {}, token))
+            .await?
+            .into_inner()
+            .users)
+    }
+
+    /// `Users.GetUser`.
+    pub async fn get_user(&self, token: &str, username: &str) -> Result<api::User, BackendError> {
+        Ok(self
+            .users()
+            .get_user(with_session(
+                api::GetUserRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.UpdateUser`: `display_name` `None` and `Role::Unspecified` leave those unchanged.
+    pub async fn update_user(
+        &self,
+        token: &str,
+        username: &str,
+        display_name: Option<String>,
+        role: api::Role,
+    ) -> Result<api::User, BackendError> {
+        Ok(self
+            .users()
+            .update_user(with_session(
+                api::UpdateUserRequest {
+                    username: username.to_string(),
+                    display_name,
+                    role: role as i32,
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.DeleteUser` (immediate and permanent).
+    pub async fn delete_user(&self, token: &str, username: &str) -> Result<(), BackendError> {
+        self.users()
+            .delete_user(with_session(
+                api::DeleteUserRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// `Users.LockUser`.
+    pub async fn lock_user(&self, token: &str, username: &str) -> Result<api::User, BackendError> {
+        Ok(self
+            .users()
+            .lock_user(with_session(
+                api::LockUserRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.UnlockUser`.
+    pub async fn unlock_user(
+        &self,
+        token: &str,
+        username: &str,
+    ) -> Result<api::User, BackendError> {
+        Ok(self
+            .users()
+            .unlock_user(with_session(
+                api::UnlockUserRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.RestoreUser` (an account pending deletion).
+    pub async fn restore_user(
+        &self,
+        token: &str,
+        username: &str,
+    ) -> Result<api::User, BackendError> {
+        Ok(self
+            .users()
+            .restore_user(with_session(
+                api::RestoreUserRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.CreatePasswordReset`; `ttl_seconds` 0 means one day.
+    pub async fn create_password_reset(
+        &self,
+        token: &str,
+        username: &str,
+        ttl_seconds: i64,
+    ) -> Result<api::Invitation, BackendError> {
+        Ok(self
+            .users()
+            .create_password_reset(with_session(
+                api::CreatePasswordResetRequest {
+                    username: username.to_string(),
+                    ttl_seconds,
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Users.GetUserDebugInfo`.
+    pub async fn user_debug_info(
+        &self,
+        token: &str,
+        username: &str,
+    ) -> Result<api::UserDebugInfo, BackendError> {
+        Ok(self
+            .users()
+            .get_user_debug_info(with_session(
+                api::GetUserDebugInfoRequest {
+                    username: username.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `System.GetServerInfo`.
+    pub async fn server_info(&self, token: &str) -> Result<api::ServerInfo, BackendError> {
+        Ok(self
+            .system()
+            .get_server_info(with_session(api::GetServerInfoRequest {}, token))
+            .await?
+            .into_inner())
     }
 }

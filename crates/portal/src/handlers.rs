@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/invitation/-/new", post(create_invitation))
         .route("/admin/invitation/{id}", get(invitation))
         .route("/admin/invitation/{id}/revoke", post(revoke_invitation))
+        .merge(crate::admin::routes())
         .route("/invite/success", get(invite_success))
         .route("/invite/{token}/", get(invite_landing))
         .route(
@@ -127,7 +128,7 @@ fn require_user(st: &AppState, headers: &HeaderMap) -> Result<Session, Fail> {
     st.session(headers).ok_or(Fail::Login)
 }
 
-fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<Session, Fail> {
+pub(crate) fn require_admin(st: &AppState, headers: &HeaderMap) -> Result<Session, Fail> {
     let s = require_user(st, headers)?;
     if s.admin {
         Ok(s)
@@ -253,9 +254,9 @@ async fn dashboard(State(st): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 #[derive(Deserialize)]
-struct CsrfOnly {
+pub(crate) struct CsrfOnly {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 async fn logout(
@@ -554,7 +555,7 @@ async fn create_invitation(
 }
 
 /// Invitation ids are short base64url-ish strings; anything else is not found.
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

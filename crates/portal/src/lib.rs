@@ -4,6 +4,7 @@
 //! ([`backend`]). Sessions live in signed cookies ([`session`]).
 #![warn(missing_docs)]
 
+mod admin;
 pub mod backend;
 mod handlers;
 pub mod session;

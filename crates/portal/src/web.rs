@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 /// The embedded templates.
 pub(crate) fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
-    let files: [(&str, &str); 11] = [
+    let files: [(&str, &str); 22] = [
         ("invite.html", include_str!("../templates/invite.html")),
         (
             "invite_register.html",
@@ -40,6 +40,50 @@ pub(crate) fn templates() -> minijinja::Environment<'static> {
         (
             "admin_invitation.html",
             include_str!("../templates/admin_invitation.html"),
+        ),
+        (
+            "admin_base.html",
+            include_str!("../templates/admin_base.html"),
+        ),
+        (
+            "admin_users.html",
+            include_str!("../templates/admin_users.html"),
+        ),
+        (
+            "admin_user.html",
+            include_str!("../templates/admin_user.html"),
+        ),
+        (
+            "admin_user_delete.html",
+            include_str!("../templates/admin_user_delete.html"),
+        ),
+        (
+            "admin_user_debug.html",
+            include_str!("../templates/admin_user_debug.html"),
+        ),
+        (
+            "admin_reset.html",
+            include_str!("../templates/admin_reset.html"),
+        ),
+        (
+            "admin_circles.html",
+            include_str!("../templates/admin_circles.html"),
+        ),
+        (
+            "admin_circle.html",
+            include_str!("../templates/admin_circle.html"),
+        ),
+        (
+            "admin_circle_delete.html",
+            include_str!("../templates/admin_circle_delete.html"),
+        ),
+        (
+            "admin_circle_add_chat.html",
+            include_str!("../templates/admin_circle_add_chat.html"),
+        ),
+        (
+            "admin_system.html",
+            include_str!("../templates/admin_system.html"),
         ),
     ];
     for (name, text) in files {
@@ -345,6 +389,54 @@ pub(crate) fn iso(ts: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A Unix timestamp as `YYYY-MM-DD HH:MM UTC`; empty if out of range.
+pub(crate) fn date(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .map(|t| {
+            format!(
+                "{}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// A length of time in words, to the minute: "3 days, 4 hours, 5 minutes".
+pub(crate) fn duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let parts = [
+        (secs / 86400, "day"),
+        (secs % 86400 / 3600, "hour"),
+        (secs % 3600 / 60, "minute"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if words.is_empty() {
+        "less than a minute".into()
+    } else {
+        words.join(", ")
+    }
+}
+
+/// Last activity at day granularity (spec 5.1): "Today", "Yesterday", "N days ago", "Never".
+pub(crate) fn last_active(now: i64, ts: Option<i64>) -> String {
+    match ts {
+        None => "Never".into(),
+        Some(ts) => match (now - ts).max(0) / 86400 {
+            0 => "Today".into(),
+            1 => "Yesterday".into(),
+            n => format!("{n} days ago"),
+        },
+    }
+}
+
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub(crate) fn pct_encode(s: &str) -> String {
     s.bytes()
@@ -380,6 +472,21 @@ mod tests {
         assert_eq!(relative(0, 3600), "in 1 hour");
         assert_eq!(relative(3 * 86400, 0), "3 days ago");
         assert_eq!(relative(100, 90), "just now");
+    }
+
+    #[test]
+    fn dates_and_durations() {
+        assert_eq!(date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(date(86400 + 3661), "1970-01-02 01:01 UTC");
+        assert_eq!(duration(59), "less than a minute");
+        assert_eq!(
+            duration(2 * 86400 + 3600 + 120),
+            "2 days, 1 hour, 2 minutes"
+        );
+        assert_eq!(last_active(100, None), "Never");
+        assert_eq!(last_active(86400 * 10, Some(86400 * 10 - 5)), "Today");
+        assert_eq!(last_active(86400 * 10, Some(86400 * 9 - 5)), "Yesterday");
+        assert_eq!(last_active(86400 * 10, Some(86400 * 3)), "7 days ago");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! End to end over loopback: the real `snikket-server` and `snikket-portal` binaries and a plain
 //! HTTP client. An admin (registered through a command-line admin invitation) logs in, creates an
-//! invitation; a new user opens it, registers through the web form and logs in.
+//! invitation; a new user opens it, registers through the web form and logs in. Then the admin
+//! manages that user (role, reset link, lock, delete), a circle (members, chat) and reads the
+//! system page.
 //!
 //! The server binary must be built first: `cargo build -p snikket-server`.
 
@@ -274,4 +276,140 @@ async fn admin_invites_a_new_user_who_registers_on_the_web() {
     // The single-use invitation is gone.
     let used = carol.get(&format!("/invite/{token}/")).await;
     assert_eq!(used.status, StatusCode::NOT_FOUND);
+
+    admin_panel(&mut admin, &mut carol).await;
+}
+
+/// The user, circle and system pages against the real server.
+async fn admin_panel(admin: &mut Browser, carol: &mut Browser) {
+    let users = admin.get("/admin/users").await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.body);
+    assert!(users.body.contains(&format!("carol@{DOMAIN}")));
+    assert!(users.body.contains(&format!("root@{DOMAIN}")));
+    let c = csrf(&users.body);
+
+    // Role and display name.
+    let saved = admin
+        .post(
+            "/admin/user/carol/",
+            &[
+                ("csrf", &c),
+                ("display_name", "Carol C"),
+                ("role", "limited"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location, "/admin/users?done=updated");
+    let page = admin.get("/admin/user/carol/").await;
+    assert!(
+        page.body.contains("value=\"limited\" checked"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("value=\"Carol C\""));
+    // The server keeps the only administrator.
+    let demote = admin
+        .post(
+            "/admin/user/root/",
+            &[("csrf", &c), ("display_name", ""), ("role", "normal")],
+        )
+        .await;
+    assert_eq!(demote.status, StatusCode::BAD_REQUEST);
+    assert!(demote.body.contains("without an administrator"));
+
+    // Password reset link.
+    let reset = admin.post("/admin/user/carol/reset", &[("csrf", &c)]).await;
+    assert_eq!(reset.status, StatusCode::SEE_OTHER, "{}", reset.body);
+    assert!(reset.location.starts_with("/admin/users/password-reset/"));
+    let link = admin.get(&reset.location).await;
+    assert_eq!(link.status, StatusCode::OK, "{}", link.body);
+    let reset_token = invite_token(&link.body);
+    assert_eq!(reset_token.len(), 24, "{}", link.body);
+    let landing = carol.get(&format!("/invite/{reset_token}/")).await;
+    assert_eq!(landing.location, format!("/invite/{reset_token}/reset"));
+
+    // Locking ends the user's portal session; unlocking lets them back in.
+    let locked = admin.post("/admin/user/carol/lock", &[("csrf", &c)]).await;
+    assert_eq!(locked.location, "/admin/user/carol/?done=locked");
+    assert_eq!(carol.get("/user/").await.location, "/login");
+    let unlocked = admin
+        .post("/admin/user/carol/unlock", &[("csrf", &c)])
+        .await;
+    assert_eq!(unlocked.location, "/admin/users?done=unlocked");
+    carol.cookies.clear();
+    login(carol, "carol", "correct horse battery").await;
+    let debug = admin.get("/admin/user/carol/debug").await;
+    assert_eq!(debug.status, StatusCode::OK, "{}", debug.body);
+
+    // Circles.
+    let created = admin
+        .post(
+            "/admin/circle/-/new",
+            &[("csrf", &c), ("name", "Book club")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let circle = created
+        .location
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(circle.starts_with("/admin/circle/") && circle.ends_with('/'));
+    let added = admin
+        .post(
+            &format!("{circle}members/add"),
+            &[("csrf", &c), ("username", "carol")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let chat = admin
+        .post(
+            &format!("{circle}add_chat"),
+            &[("csrf", &c), ("name", "Book talk")],
+        )
+        .await;
+    assert_eq!(chat.status, StatusCode::SEE_OTHER, "{}", chat.body);
+    let page = admin.get(&circle).await;
+    assert!(page.body.contains("<td>Book talk</td>"), "{}", page.body);
+    assert!(page.body.contains("href=\"/admin/user/carol/\""));
+    let list = admin.get("/admin/circles").await;
+    assert!(
+        list.body
+            .contains("<td>Book club</td>\n      <td>1</td>\n      <td>1</td>"),
+        "{}",
+        list.body
+    );
+    let protected = admin
+        .post(
+            "/admin/circle/default/rename",
+            &[("csrf", &c), ("name", "Renamed")],
+        )
+        .await;
+    assert_eq!(protected.status, StatusCode::BAD_REQUEST);
+    assert!(protected.body.contains("cannot be renamed"));
+    let deleted = admin
+        .post(&format!("{circle}delete"), &[("csrf", &c)])
+        .await;
+    assert_eq!(deleted.location, "/admin/circles?done=deleted-circle");
+    assert!(!admin.get("/admin/circles").await.body.contains("Book club"));
+
+    // System.
+    let system = admin.get("/admin/system").await;
+    assert_eq!(system.status, StatusCode::OK, "{}", system.body);
+    assert!(
+        system.body.contains("<tr><th>Accounts</th><td>2</td></tr>"),
+        "{}",
+        system.body
+    );
+
+    // Delete the user.
+    let gone = admin
+        .post("/admin/user/carol/delete", &[("csrf", &c)])
+        .await;
+    assert_eq!(gone.location, "/admin/users?done=deleted-user");
+    let users = admin.get(&gone.location).await;
+    assert!(!users.body.contains(&format!("carol@{DOMAIN}")));
+    assert!(users.body.contains("User deleted."));
 }

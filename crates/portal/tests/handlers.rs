@@ -17,6 +17,30 @@ const KEY: &[u8] = b"cookie-key-for-tests";
 struct Fake {
     logouts: Arc<Mutex<Vec<String>>>,
     revoked: Arc<Mutex<Vec<String>>>,
+    /// Every admin-panel call of the Users, Circles and System services, as `method args…`.
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    fn record(&self, call: String) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+
+    /// The recorded calls, leaving the list empty.
+    fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The recorded calls that change something (not the reads).
+    fn take_changes(&self) -> Vec<String> {
+        self.take_calls()
+            .into_iter()
+            .filter(|c| !["list_", "get_"].iter().any(|read| c.starts_with(read)))
+            .collect()
+    }
 }
 
 fn refuse(code: tonic::Code, reason: &'static str) -> Status {
@@ -164,10 +188,10 @@ impl api::invitations_server::Invitations for Fake {
         req: tonic::Request<api::GetInvitationRequest>,
     ) -> Result<Response<api::Invitation>, Status> {
         admin(&req)?;
-        if req.get_ref().id == "abcd1234" {
-            Ok(Response::new(invitation()))
-        } else {
-            Err(refuse(tonic::Code::NotFound, "invite-not-found"))
+        match req.get_ref().id.as_str() {
+            "abcd1234" => Ok(Response::new(invitation())),
+            "reset999" => Ok(Response::new(reset_invitation("bob"))),
+            _ => Err(refuse(tonic::Code::NotFound, "invite-not-found")),
         }
     }
 
@@ -177,7 +201,7 @@ impl api::invitations_server::Invitations for Fake {
     ) -> Result<Response<api::RevokeInvitationResponse>, Status> {
         admin(&req)?;
         let id = req.into_inner().id;
-        if id != "abcd1234" {
+        if id != "abcd1234" && id != "reset999" {
             return Err(refuse(tonic::Code::NotFound, "invite-not-found"));
         }
         self.revoked
@@ -188,6 +212,36 @@ impl api::invitations_server::Invitations for Fake {
     }
 }
 
+fn circle(id: &str) -> Option<api::Circle> {
+    match id {
+        "default" => Some(api::Circle {
+            id: "default".into(),
+            name: "The Family".into(),
+            is_default: true,
+            members: vec!["alice".into(), "bob".into()],
+            chats: vec![api::CircleChat {
+                id: "familychat".into(),
+                jid: "familychat@groups.example.org".into(),
+                name: "Family chat".into(),
+            }],
+            created_at: 0,
+        }),
+        "frnds1234567" => Some(api::Circle {
+            id: "frnds1234567".into(),
+            name: "Friends <3".into(),
+            is_default: false,
+            members: vec!["bob".into(), "ghost".into()],
+            chats: vec![],
+            created_at: 0,
+        }),
+        _ => None,
+    }
+}
+
+fn circle_or_refuse(id: &str) -> Result<api::Circle, Status> {
+    circle(id).ok_or_else(|| refuse(tonic::Code::NotFound, "group-not-found"))
+}
+
 #[tonic::async_trait]
 impl api::circles_server::Circles for Fake {
     async fn list_circles(
@@ -195,70 +249,369 @@ impl api::circles_server::Circles for Fake {
         req: tonic::Request<api::ListCirclesRequest>,
     ) -> Result<Response<api::ListCirclesResponse>, Status> {
         admin(&req)?;
+        self.record("list_circles".into());
         Ok(Response::new(api::ListCirclesResponse {
-            circles: vec![api::Circle {
-                id: "default".into(),
-                name: "The Family".into(),
-                is_default: true,
-                ..Default::default()
-            }],
+            circles: ["default", "frnds1234567"]
+                .iter()
+                .filter_map(|id| circle(id))
+                .collect(),
         }))
     }
 
     async fn create_circle(
         &self,
-        _req: tonic::Request<api::CreateCircleRequest>,
+        req: tonic::Request<api::CreateCircleRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let name = req.into_inner().name;
+        self.record(format!("create_circle {name}"));
+        if name == "refuse me" {
+            return Err(refuse(tonic::Code::InvalidArgument, "group-name-required"));
+        }
+        Ok(Response::new(api::Circle {
+            id: "new123456789".into(),
+            name,
+            ..Default::default()
+        }))
     }
 
     async fn get_circle(
         &self,
-        _req: tonic::Request<api::GetCircleRequest>,
+        req: tonic::Request<api::GetCircleRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let id = req.into_inner().id;
+        self.record(format!("get_circle {id}"));
+        Ok(Response::new(circle_or_refuse(&id)?))
     }
 
     async fn rename_circle(
         &self,
-        _req: tonic::Request<api::RenameCircleRequest>,
+        req: tonic::Request<api::RenameCircleRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!("rename_circle {} {}", r.id, r.name));
+        let mut c = circle_or_refuse(&r.id)?;
+        if c.is_default {
+            return Err(refuse(
+                tonic::Code::FailedPrecondition,
+                "default-circle-protected",
+            ));
+        }
+        c.name = r.name;
+        Ok(Response::new(c))
     }
 
     async fn delete_circle(
         &self,
-        _req: tonic::Request<api::DeleteCircleRequest>,
+        req: tonic::Request<api::DeleteCircleRequest>,
     ) -> Result<Response<api::DeleteCircleResponse>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let id = req.into_inner().id;
+        self.record(format!("delete_circle {id}"));
+        if circle_or_refuse(&id)?.is_default {
+            return Err(refuse(
+                tonic::Code::FailedPrecondition,
+                "default-circle-protected",
+            ));
+        }
+        Ok(Response::new(api::DeleteCircleResponse {}))
     }
 
     async fn add_circle_member(
         &self,
-        _req: tonic::Request<api::AddCircleMemberRequest>,
+        req: tonic::Request<api::AddCircleMemberRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!("add_circle_member {} {}", r.id, r.username));
+        let mut c = circle_or_refuse(&r.id)?;
+        if user(&r.username).is_none() {
+            return Err(refuse(tonic::Code::NotFound, "user-not-found"));
+        }
+        c.members.push(r.username);
+        Ok(Response::new(c))
     }
 
     async fn remove_circle_member(
         &self,
-        _req: tonic::Request<api::RemoveCircleMemberRequest>,
+        req: tonic::Request<api::RemoveCircleMemberRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!("remove_circle_member {} {}", r.id, r.username));
+        let mut c = circle_or_refuse(&r.id)?;
+        if !c.members.contains(&r.username) {
+            return Err(refuse(tonic::Code::NotFound, "user-not-found"));
+        }
+        c.members.retain(|m| m != &r.username);
+        Ok(Response::new(c))
     }
 
     async fn add_circle_chat(
         &self,
-        _req: tonic::Request<api::AddCircleChatRequest>,
+        req: tonic::Request<api::AddCircleChatRequest>,
     ) -> Result<Response<api::CircleChat>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!("add_circle_chat {} {}", r.id, r.name));
+        circle_or_refuse(&r.id)?;
+        Ok(Response::new(api::CircleChat {
+            id: "newchat".into(),
+            jid: "newchat@groups.example.org".into(),
+            name: r.name,
+        }))
     }
 
     async fn remove_circle_chat(
         &self,
-        _req: tonic::Request<api::RemoveCircleChatRequest>,
+        req: tonic::Request<api::RemoveCircleChatRequest>,
     ) -> Result<Response<api::Circle>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!("remove_circle_chat {} {}", r.id, r.chat_id));
+        let mut c = circle_or_refuse(&r.id)?;
+        if !c.chats.iter().any(|ch| ch.id == r.chat_id) {
+            return Err(refuse(tonic::Code::NotFound, "chat-not-found"));
+        }
+        c.chats.retain(|ch| ch.id != r.chat_id);
+        Ok(Response::new(c))
+    }
+}
+
+/// The fake's accounts: alice (admin), bob (normal), carol (limited, locked), dave (pending
+/// deletion).
+fn user(name: &str) -> Option<api::User> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (display_name, role, state, circles) = match name {
+        "alice" => (
+            "Alice A.",
+            api::Role::Admin,
+            api::AccountState::Active,
+            vec!["default".to_string()],
+        ),
+        "bob" => (
+            "",
+            api::Role::Normal,
+            api::AccountState::Active,
+            vec!["default".to_string(), "frnds1234567".to_string()],
+        ),
+        "carol" => (
+            "Carol <C>",
+            api::Role::Limited,
+            api::AccountState::Locked,
+            vec![],
+        ),
+        "dave" => (
+            "Dave",
+            api::Role::Normal,
+            api::AccountState::PendingDeletion,
+            vec![],
+        ),
+        _ => return None,
+    };
+    let pending = state == api::AccountState::PendingDeletion;
+    Some(api::User {
+        username: name.into(),
+        jid: format!("{name}@example.org"),
+        display_name: display_name.into(),
+        role: role as i32,
+        state: state as i32,
+        last_active_at: (name != "carol").then_some(now - 3 * 86400 - 60),
+        created_at: 0,
+        deletion_requested_at: pending.then_some(now - 86400),
+        pending_until: pending.then_some(now + 6 * 86400 + 600),
+        circles,
+        ..Default::default()
+    })
+}
+
+fn user_or_refuse(name: &str) -> Result<api::User, Status> {
+    user(name).ok_or_else(|| refuse(tonic::Code::NotFound, "user-not-found"))
+}
+
+fn only_admin() -> Status {
+    refuse(tonic::Code::FailedPrecondition, "cannot-remove-only-admin")
+}
+
+fn reset_invitation(username: &str) -> api::Invitation {
+    api::Invitation {
+        token: RESET_TOKEN.into(),
+        id: "reset999".into(),
+        kind: api::InvitationKind::PasswordReset as i32,
+        username: username.into(),
+        expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 86400 - 60,
+        landing_url: format!("https://example.org/invite/{RESET_TOKEN}/"),
+        xmpp_uri: format!("xmpp:{username}@example.org?register;preauth={RESET_TOKEN}"),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl api::users_server::Users for Fake {
+    async fn list_users(
+        &self,
+        req: tonic::Request<api::ListUsersRequest>,
+    ) -> Result<Response<api::ListUsersResponse>, Status> {
+        admin(&req)?;
+        self.record("list_users".into());
+        Ok(Response::new(api::ListUsersResponse {
+            users: ["alice", "bob", "carol", "dave"]
+                .iter()
+                .filter_map(|u| user(u))
+                .collect(),
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        req: tonic::Request<api::GetUserRequest>,
+    ) -> Result<Response<api::User>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("get_user {name}"));
+        Ok(Response::new(user_or_refuse(&name)?))
+    }
+
+    async fn update_user(
+        &self,
+        req: tonic::Request<api::UpdateUserRequest>,
+    ) -> Result<Response<api::User>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let role = api::Role::try_from(r.role).unwrap_or(api::Role::Unspecified);
+        self.record(format!(
+            "update_user {} {:?} {role:?}",
+            r.username, r.display_name
+        ));
+        let mut u = user_or_refuse(&r.username)?;
+        if r.username == "alice" && role != api::Role::Admin && role != api::Role::Unspecified {
+            return Err(only_admin());
+        }
+        u.role = r.role;
+        Ok(Response::new(u))
+    }
+
+    async fn delete_user(
+        &self,
+        req: tonic::Request<api::DeleteUserRequest>,
+    ) -> Result<Response<api::DeleteUserResponse>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("delete_user {name}"));
+        user_or_refuse(&name)?;
+        if name == "alice" {
+            return Err(only_admin());
+        }
+        Ok(Response::new(api::DeleteUserResponse {}))
+    }
+
+    async fn lock_user(
+        &self,
+        req: tonic::Request<api::LockUserRequest>,
+    ) -> Result<Response<api::User>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("lock_user {name}"));
+        let u = user_or_refuse(&name)?;
+        if name == "alice" {
+            return Err(only_admin());
+        }
+        Ok(Response::new(u))
+    }
+
+    async fn unlock_user(
+        &self,
+        req: tonic::Request<api::UnlockUserRequest>,
+    ) -> Result<Response<api::User>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("unlock_user {name}"));
+        Ok(Response::new(user_or_refuse(&name)?))
+    }
+
+    async fn restore_user(
+        &self,
+        req: tonic::Request<api::RestoreUserRequest>,
+    ) -> Result<Response<api::User>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("restore_user {name}"));
+        Ok(Response::new(user_or_refuse(&name)?))
+    }
+
+    async fn create_password_reset(
+        &self,
+        req: tonic::Request<api::CreatePasswordResetRequest>,
+    ) -> Result<Response<api::Invitation>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        self.record(format!(
+            "create_password_reset {} {}",
+            r.username, r.ttl_seconds
+        ));
+        user_or_refuse(&r.username)?;
+        Ok(Response::new(reset_invitation(&r.username)))
+    }
+
+    async fn get_user_debug_info(
+        &self,
+        req: tonic::Request<api::GetUserDebugInfoRequest>,
+    ) -> Result<Response<api::UserDebugInfo>, Status> {
+        admin(&req)?;
+        let name = req.into_inner().username;
+        self.record(format!("get_user_debug_info {name}"));
+        let u = user_or_refuse(&name)?;
+        Ok(Response::new(api::UserDebugInfo {
+            time: 86400,
+            user: Some(u),
+            sessions: vec![api::DebugSession {
+                full_jid: format!("{name}@example.org/phone"),
+                ip: "192.0.2.7".into(),
+                since: 3600,
+                connected: true,
+                active: true,
+                features: vec!["carbons".into(), "acks".into()],
+                held_stanzas: 0,
+                awaiting_acks: 2,
+            }],
+            push_registrations: vec![api::PushRegistration {
+                id: "push-1".into(),
+                service: "push.example.net".into(),
+                ..Default::default()
+            }],
+            omemo: Some(api::OmemoStatus {
+                valid: true,
+                devices: vec![api::OmemoDevice {
+                    id: 4242,
+                    have_bundle: true,
+                    valid: true,
+                }],
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl api::system_server::System for Fake {
+    async fn get_server_info(
+        &self,
+        req: tonic::Request<api::GetServerInfoRequest>,
+    ) -> Result<Response<api::ServerInfo>, Status> {
+        admin(&req)?;
+        self.record("get_server_info".into());
+        Ok(Response::new(api::ServerInfo {
+            version: "9.8.7-test".into(),
+            site_name: "Test Chat".into(),
+            domain: "example.org".into(),
+            started_at: 1_700_000_000,
+            uptime_seconds: 2 * 86400 + 3 * 3600 + 4 * 60 + 5,
+            users_total: 4,
+            active_1d: 1,
+            active_7d: 2,
+            active_30d: 3,
+        }))
     }
 }
 
@@ -351,6 +704,14 @@ async fn start_fake(fake: Fake) -> String {
             ),
         )
         .add_service(api::circles_server::CirclesServer::with_interceptor(
+            fake.clone(),
+            check.clone(),
+        ))
+        .add_service(api::users_server::UsersServer::with_interceptor(
+            fake.clone(),
+            check.clone(),
+        ))
+        .add_service(api::system_server::SystemServer::with_interceptor(
             fake.clone(),
             check.clone(),
         ))
@@ -969,4 +1330,697 @@ async fn password_reset_pages() {
     assert_eq!(ok.location(), "/invite/success/reset");
     let done = get(&app, "/invite/success/reset", &[]).await;
     assert!(done.body.contains("Password reset successful"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin panel: users, circles, system
+
+/// Every admin GET page added for users, circles and the system.
+const ADMIN_PAGES: [&str; 12] = [
+    "/admin/users",
+    "/admin/user/bob/",
+    "/admin/user/bob/delete",
+    "/admin/user/bob/debug",
+    "/admin/users/password-reset/reset999",
+    "/admin/circles",
+    "/admin/circle/frnds1234567/",
+    "/admin/circle/frnds1234567/delete",
+    "/admin/circle/frnds1234567/add_chat",
+    "/admin/system",
+    "/admin/system/",
+    "/admin/",
+];
+
+/// Every admin POST action with otherwise valid fields (no csrf).
+fn admin_actions() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            "/admin/user/bob/",
+            vec![("display_name", "Bobby"), ("role", "admin")],
+        ),
+        ("/admin/user/bob/lock", vec![]),
+        ("/admin/user/carol/unlock", vec![]),
+        ("/admin/user/dave/restore", vec![]),
+        ("/admin/user/bob/reset", vec![]),
+        ("/admin/user/bob/delete", vec![]),
+        ("/admin/users/password-reset/reset999", vec![]),
+        ("/admin/circle/-/new", vec![("name", "Book club")]),
+        ("/admin/circle/frnds1234567/rename", vec![("name", "Pals")]),
+        ("/admin/circle/frnds1234567/delete", vec![]),
+        (
+            "/admin/circle/frnds1234567/members/add",
+            vec![("username", "alice")],
+        ),
+        (
+            "/admin/circle/frnds1234567/members/remove",
+            vec![("username", "bob")],
+        ),
+        (
+            "/admin/circle/frnds1234567/add_chat",
+            vec![("name", "Book talk")],
+        ),
+        (
+            "/admin/circle/default/chats/remove",
+            vec![("chat_id", "familychat")],
+        ),
+    ]
+}
+
+fn revoked(fake: &Fake) -> Vec<String> {
+    fake.revoked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+#[tokio::test]
+async fn admin_panel_refuses_anonymous_and_non_admins() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (bob, bob_csrf) = login(&app, "bob", "bob password").await;
+    for path in ADMIN_PAGES {
+        let anon = get(&app, path, &[]).await;
+        assert_eq!(anon.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(anon.location(), "/login", "{path}");
+        let p = get(&app, path, &bob).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(p.body.contains("This is not for you."), "{path}");
+    }
+    for (path, fields) in admin_actions() {
+        let mut form = fields.clone();
+        form.push(("csrf", &bob_csrf));
+        let anon = post(&app, path, &[], &form).await;
+        assert_eq!(anon.location(), "/login", "{path}");
+        let p = post(&app, path, &bob, &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(fake.take_calls(), Vec::<String>::new());
+    assert!(revoked(&fake).is_empty());
+}
+
+#[tokio::test]
+async fn admin_actions_need_a_valid_csrf_token() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, csrf) = login(&app, "alice", "alice password").await;
+    for (path, fields) in admin_actions() {
+        let missing = post(&app, path, &alice, &fields).await;
+        assert_eq!(missing.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(missing.body.contains("Form expired"), "{path}");
+        let mut wrong = fields.clone();
+        wrong.push(("csrf", "not-the-token"));
+        let p = post(&app, path, &alice, &wrong).await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(p.body.contains("Form expired"), "{path}");
+    }
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+    assert!(revoked(&fake).is_empty());
+    // The same requests with the token do reach the server (so the refusals above were the
+    // token's doing).
+    for (path, fields) in admin_actions() {
+        let mut form = fields.clone();
+        form.push(("csrf", &csrf));
+        let p = post(&app, path, &alice, &form).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}: {}", p.body);
+    }
+    assert_eq!(fake.take_changes().len(), admin_actions().len() - 1);
+    assert_eq!(revoked(&fake), ["reset999".to_string()]);
+}
+
+#[tokio::test]
+async fn admin_home_links_every_section() {
+    let app = app(&start_fake(Fake::default()).await);
+    let (alice, _) = login(&app, "alice", "alice password").await;
+    let home = get(&app, "/admin/", &alice).await;
+    assert_eq!(home.status, StatusCode::OK);
+    for href in [
+        "/admin/users",
+        "/admin/circles",
+        "/admin/invitations",
+        "/admin/system",
+    ] {
+        // Once in the admin navigation, once in the page.
+        assert_eq!(
+            home.body.matches(&format!("href=\"{href}\"")).count(),
+            2,
+            "{href}"
+        );
+    }
+    // The admin navigation is on the other admin pages too.
+    let list = get(&app, "/admin/invitations", &alice).await;
+    assert!(list.body.contains("<a href=\"/admin/circles\">Circles</a>"));
+}
+
+#[tokio::test]
+async fn admin_user_list_and_pages() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, _) = login(&app, "alice", "alice password").await;
+
+    let list = get(&app, "/admin/users", &alice).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    for text in [
+        "Alice A.",
+        "bob@example.org",
+        "Carol &lt;C&gt;",
+        "<td>Administrator</td>",
+        "<td>Limited</td>",
+        "<span class=\"badge\">Locked</span>",
+        "<span class=\"badge\">Deleted</span>",
+        "3 days ago",
+        "href=\"/admin/user/bob/\"",
+        "href=\"/admin/user/dave/\"",
+    ] {
+        assert!(list.body.contains(text), "{text} missing: {}", list.body);
+    }
+    assert!(!list.body.contains("Carol <C>"));
+    assert_eq!(fake.take_calls(), ["list_users"]);
+
+    let bob = get(&app, "/admin/user/bob/", &alice).await;
+    assert_eq!(bob.status, StatusCode::OK, "{}", bob.body);
+    assert!(bob.body.contains("value=\"normal\" checked"));
+    assert!(!bob.body.contains("value=\"admin\" checked"));
+    assert!(bob.body.contains("action=\"/admin/user/bob/lock\""));
+    assert!(bob.body.contains("action=\"/admin/user/bob/reset\""));
+    assert!(bob.body.contains("href=\"/admin/user/bob/delete\""));
+    assert!(bob.body.contains("href=\"/admin/user/bob/debug\""));
+    assert!(bob.body.contains(">The Family</a>"));
+    assert!(bob.body.contains(">Friends &lt;3</a>"));
+    assert!(!bob.body.contains("is locked"));
+    assert_eq!(fake.take_calls(), ["get_user bob", "list_circles"]);
+
+    let carol = get(&app, "/admin/user/carol/", &alice).await;
+    assert!(carol.body.contains("This user account is locked"));
+    assert!(carol.body.contains("action=\"/admin/user/carol/unlock\""));
+    assert!(carol.body.contains("value=\"limited\" checked"));
+    assert!(!carol.body.contains("action=\"/admin/user/carol/lock\""));
+    let dave = get(&app, "/admin/user/dave/", &alice).await;
+    assert!(dave.body.contains("pending deletion"));
+    assert!(dave.body.contains("in 6 days"));
+    assert!(dave.body.contains("action=\"/admin/user/dave/restore\""));
+
+    let missing = get(&app, "/admin/user/nobody/", &alice).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("There is no such user."));
+    let slash = get(&app, "/admin/user/bob", &alice).await;
+    assert_eq!(slash.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(slash.location(), "/admin/user/bob/");
+    fake.take_calls();
+    // A malformed localpart never reaches the server.
+    let bad = get(&app, "/admin/user/a%40b/", &alice).await;
+    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+    assert_eq!(fake.take_calls(), Vec::<String>::new());
+
+    let debug = get(&app, "/admin/user/bob/debug", &alice).await;
+    assert_eq!(debug.status, StatusCode::OK, "{}", debug.body);
+    assert!(debug.body.contains("sensitive information"));
+    assert!(debug.body.contains("<td>192.0.2.7</td>"));
+    assert!(debug.body.contains("connected, active"));
+    assert!(debug
+        .body
+        .contains("1 push registration(s), 1 OMEMO device(s)"));
+    assert!(debug.body.contains("push.example.net"));
+    assert!(debug.body.contains("4242"));
+    assert!(debug.body.contains("data-copy=\"dump\""));
+    assert_eq!(fake.take_calls(), ["get_user_debug_info bob"]);
+    let no_debug = get(&app, "/admin/user/nobody/debug", &alice).await;
+    assert_eq!(no_debug.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_user_actions() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, csrf) = login(&app, "alice", "alice password").await;
+    let c = csrf.as_str();
+
+    // Edit: display name (trimmed) and role.
+    let saved = post(
+        &app,
+        "/admin/user/bob/",
+        &alice,
+        &[
+            ("csrf", c),
+            ("display_name", "  Bobby  "),
+            ("role", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), "/admin/users?done=updated");
+    assert_eq!(
+        fake.take_changes(),
+        ["update_user bob Some(\"Bobby\") Admin"]
+    );
+    let listed = get(&app, saved.location(), &alice).await;
+    assert!(listed.body.contains("User information updated."));
+    let limited = post(
+        &app,
+        "/admin/user/bob/",
+        &alice,
+        &[("csrf", c), ("display_name", ""), ("role", "limited")],
+    )
+    .await;
+    assert_eq!(limited.status, StatusCode::SEE_OTHER);
+    assert_eq!(fake.take_changes(), ["update_user bob Some(\"\") Limited"]);
+    // The server's last-admin refusal is shown on the user page.
+    let demote = post(
+        &app,
+        "/admin/user/alice/",
+        &alice,
+        &[
+            ("csrf", c),
+            ("display_name", "Alice A."),
+            ("role", "normal"),
+        ],
+    )
+    .await;
+    assert_eq!(demote.status, StatusCode::BAD_REQUEST);
+    assert!(demote
+        .body
+        .contains("This would leave the service without an administrator."));
+    assert!(demote.body.contains("Edit user"));
+    assert_eq!(
+        fake.take_changes(),
+        ["update_user alice Some(\"Alice A.\") Normal"]
+    );
+    let no_role = post(
+        &app,
+        "/admin/user/bob/",
+        &alice,
+        &[("csrf", c), ("display_name", "x"), ("role", "root")],
+    )
+    .await;
+    assert_eq!(no_role.status, StatusCode::BAD_REQUEST);
+    assert!(no_role.body.contains("Please choose a role."));
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+    let unknown = post(
+        &app,
+        "/admin/user/nobody/",
+        &alice,
+        &[("csrf", c), ("display_name", "x"), ("role", "normal")],
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("There is no such user."));
+    fake.take_calls();
+
+    // Lock, unlock, restore.
+    let lock = post(&app, "/admin/user/bob/lock", &alice, &[("csrf", c)]).await;
+    assert_eq!(lock.location(), "/admin/user/bob/?done=locked");
+    assert_eq!(fake.take_changes(), ["lock_user bob"]);
+    assert!(get(&app, lock.location(), &alice)
+        .await
+        .body
+        .contains("User account locked."));
+    let lock_self = post(&app, "/admin/user/alice/lock", &alice, &[("csrf", c)]).await;
+    assert_eq!(lock_self.status, StatusCode::BAD_REQUEST);
+    assert!(lock_self.body.contains("without an administrator"));
+    fake.take_calls();
+    let unlock = post(&app, "/admin/user/carol/unlock", &alice, &[("csrf", c)]).await;
+    assert_eq!(unlock.location(), "/admin/users?done=unlocked");
+    let restore = post(&app, "/admin/user/dave/restore", &alice, &[("csrf", c)]).await;
+    assert_eq!(restore.location(), "/admin/users?done=restored");
+    assert_eq!(
+        fake.take_changes(),
+        ["unlock_user carol", "restore_user dave"]
+    );
+
+    // Delete, with its confirmation page.
+    let confirm = get(&app, "/admin/user/bob/delete", &alice).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("deleted irrevocably"));
+    assert!(confirm.body.contains("action=\"/admin/user/bob/delete\""));
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+    let deleted = post(&app, "/admin/user/bob/delete", &alice, &[("csrf", c)]).await;
+    assert_eq!(deleted.location(), "/admin/users?done=deleted-user");
+    assert_eq!(fake.take_changes(), ["delete_user bob"]);
+    let last_admin = post(&app, "/admin/user/alice/delete", &alice, &[("csrf", c)]).await;
+    assert_eq!(last_admin.status, StatusCode::BAD_REQUEST);
+    assert!(last_admin.body.contains("without an administrator"));
+    assert!(last_admin.body.contains("Delete user permanently"));
+    let gone = post(&app, "/admin/user/nobody/delete", &alice, &[("csrf", c)]).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(gone.body.contains("There is no such user."));
+    assert_eq!(
+        fake.take_changes(),
+        ["delete_user alice", "delete_user nobody"]
+    );
+
+    // Password reset link: created for a day, shown with the server's landing URL, destroyed.
+    let reset = post(&app, "/admin/user/bob/reset", &alice, &[("csrf", c)]).await;
+    assert_eq!(reset.status, StatusCode::SEE_OTHER, "{}", reset.body);
+    assert_eq!(reset.location(), "/admin/users/password-reset/reset999");
+    assert_eq!(fake.take_changes(), ["create_password_reset bob 86400"]);
+    let link = get(&app, reset.location(), &alice).await;
+    assert_eq!(link.status, StatusCode::OK, "{}", link.body);
+    assert!(link.body.contains("Password reset link for bob"));
+    assert!(
+        link.body.contains(&format!(
+            "value=\"https:&#x2f;&#x2f;example.org&#x2f;invite&#x2f;{RESET_TOKEN}&#x2f;\""
+        )),
+        "{}",
+        link.body
+    );
+    assert!(link.body.contains("in 23 hours"));
+    assert!(link.body.contains("<svg"));
+    // An invitation that is not a password reset is not shown here.
+    let other = get(&app, "/admin/users/password-reset/abcd1234", &alice).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert!(other.body.contains("Password reset link not found."));
+    let destroyed = post(
+        &app,
+        "/admin/users/password-reset/reset999",
+        &alice,
+        &[("csrf", c)],
+    )
+    .await;
+    assert_eq!(destroyed.location(), "/admin/user/bob/?done=reset-revoked");
+    assert_eq!(revoked(&fake), ["reset999".to_string()]);
+    let no_reset = post(&app, "/admin/user/nobody/reset", &alice, &[("csrf", c)]).await;
+    assert_eq!(no_reset.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_circle_list_and_create() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, csrf) = login(&app, "alice", "alice password").await;
+    let c = csrf.as_str();
+    let list = get(&app, "/admin/circles", &alice).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(list
+        .body
+        .contains("<td>Friends &lt;3</td>\n      <td>2</td>\n      <td>0</td>"));
+    assert!(list.body.contains(
+        "<td>The Family <span class=\"badge\">main</span></td>\n      <td>2</td>\n      <td>1</td>"
+    ));
+    assert!(list.body.contains("href=\"/admin/circle/frnds1234567/\""));
+    assert!(list.body.contains("action=\"/admin/circle/-/new\""));
+    // Sorted by name: "Friends" before "The Family".
+    assert!(
+        list.body.find("Friends").unwrap_or(usize::MAX) < list.body.find("The Family").unwrap_or(0)
+    );
+
+    let created = post(
+        &app,
+        "/admin/circle/-/new",
+        &alice,
+        &[("csrf", c), ("name", " Book club ")],
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(
+        created.location(),
+        "/admin/circle/new123456789/?done=created"
+    );
+    assert_eq!(fake.take_changes(), ["create_circle Book club"]);
+    let empty = post(
+        &app,
+        "/admin/circle/-/new",
+        &alice,
+        &[("csrf", c), ("name", "  ")],
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(empty.body.contains("Please enter a name."));
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+    let refused = post(
+        &app,
+        "/admin/circle/-/new",
+        &alice,
+        &[("csrf", c), ("name", "refuse me")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("Please enter a name."));
+    assert!(refused.body.contains("value=\"refuse me\""));
+    assert_eq!(fake.take_changes(), ["create_circle refuse me"]);
+}
+
+#[tokio::test]
+async fn admin_circle_page_and_actions() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, csrf) = login(&app, "alice", "alice password").await;
+    let c = csrf.as_str();
+
+    let friends = get(&app, "/admin/circle/frnds1234567/", &alice).await;
+    assert_eq!(friends.status, StatusCode::OK, "{}", friends.body);
+    assert!(friends.body.contains("value=\"Friends &lt;3\""));
+    assert!(friends
+        .body
+        .contains("action=\"/admin/circle/frnds1234567/rename\""));
+    assert!(friends
+        .body
+        .contains("href=\"/admin/circle/frnds1234567/delete\""));
+    assert!(friends.body.contains("ghost (deleted)"));
+    assert!(friends.body.contains("href=\"/admin/user/bob/\""));
+    assert!(friends
+        .body
+        .contains("This circle currently has no group chats."));
+    // The add-member choice offers exactly the users who are not members yet.
+    for u in ["alice", "carol", "dave"] {
+        assert!(
+            friends.body.contains(&format!("<option value=\"{u}\">")),
+            "{u}"
+        );
+    }
+    assert!(!friends.body.contains("<option value=\"bob\">"));
+    assert!(friends
+        .body
+        .contains("name=\"circle\" value=\"frnds1234567\""));
+    assert_eq!(fake.take_calls(), ["get_circle frnds1234567", "list_users"]);
+
+    let family = get(&app, "/admin/circle/default/", &alice).await;
+    assert_eq!(family.status, StatusCode::OK);
+    assert!(family.body.contains("This is your main circle."));
+    assert!(!family.body.contains("/admin/circle/default/rename"));
+    assert!(!family.body.contains("/admin/circle/default/delete"));
+    assert!(family.body.contains("<td>Family chat</td>"));
+    assert!(family
+        .body
+        .contains("name=\"chat_id\" value=\"familychat\""));
+    assert!(
+        family.body.contains("All users added.")
+            || family.body.contains("<option value=\"carol\">")
+    );
+
+    let missing = get(&app, "/admin/circle/nope12345678/", &alice).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("There is no such circle."));
+    let slash = get(&app, "/admin/circle/frnds1234567", &alice).await;
+    assert_eq!(slash.location(), "/admin/circle/frnds1234567/");
+    fake.take_calls();
+
+    // Rename, with the default circle's protection shown as text.
+    let renamed = post(
+        &app,
+        "/admin/circle/frnds1234567/rename",
+        &alice,
+        &[("csrf", c), ("name", "Pals")],
+    )
+    .await;
+    assert_eq!(
+        renamed.location(),
+        "/admin/circle/frnds1234567/?done=renamed"
+    );
+    assert_eq!(fake.take_changes(), ["rename_circle frnds1234567 Pals"]);
+    let protected = post(
+        &app,
+        "/admin/circle/default/rename",
+        &alice,
+        &[("csrf", c), ("name", "Pals")],
+    )
+    .await;
+    assert_eq!(protected.status, StatusCode::BAD_REQUEST);
+    assert!(protected
+        .body
+        .contains("The default circle cannot be renamed or deleted."));
+    assert_eq!(fake.take_changes(), ["rename_circle default Pals"]);
+    let blank = post(
+        &app,
+        "/admin/circle/frnds1234567/rename",
+        &alice,
+        &[("csrf", c), ("name", "")],
+    )
+    .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert!(blank.body.contains("Please enter a name."));
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+
+    // Members.
+    let added = post(
+        &app,
+        "/admin/circle/frnds1234567/members/add",
+        &alice,
+        &[("csrf", c), ("username", "alice")],
+    )
+    .await;
+    assert_eq!(
+        added.location(),
+        "/admin/circle/frnds1234567/?done=member-added#members"
+    );
+    let removed = post(
+        &app,
+        "/admin/circle/frnds1234567/members/remove",
+        &alice,
+        &[("csrf", c), ("username", "bob")],
+    )
+    .await;
+    assert_eq!(
+        removed.location(),
+        "/admin/circle/frnds1234567/?done=member-removed#members"
+    );
+    assert_eq!(
+        fake.take_changes(),
+        [
+            "add_circle_member frnds1234567 alice",
+            "remove_circle_member frnds1234567 bob"
+        ]
+    );
+    let stranger = post(
+        &app,
+        "/admin/circle/frnds1234567/members/add",
+        &alice,
+        &[("csrf", c), ("username", "nobody")],
+    )
+    .await;
+    assert_eq!(stranger.status, StatusCode::BAD_REQUEST);
+    assert!(stranger.body.contains("There is no such user."));
+    assert!(stranger.body.contains("Circle members"));
+    let nobody = post(
+        &app,
+        "/admin/circle/frnds1234567/members/add",
+        &alice,
+        &[("csrf", c)],
+    )
+    .await;
+    assert_eq!(nobody.status, StatusCode::BAD_REQUEST);
+    assert!(nobody.body.contains("Please choose a user."));
+    assert_eq!(
+        fake.take_changes(),
+        ["add_circle_member frnds1234567 nobody"]
+    );
+    let without_fragment = added.location().split('#').next().unwrap_or_default();
+    let notice = get(&app, without_fragment, &alice).await;
+    assert!(notice.body.contains("User added to circle."));
+
+    // Group chats.
+    let form = get(&app, "/admin/circle/frnds1234567/add_chat", &alice).await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("Create new circle group chat"));
+    let chat = post(
+        &app,
+        "/admin/circle/frnds1234567/add_chat",
+        &alice,
+        &[("csrf", c), ("name", "Book talk")],
+    )
+    .await;
+    assert_eq!(
+        chat.location(),
+        "/admin/circle/frnds1234567/?done=chat-added"
+    );
+    let unnamed = post(
+        &app,
+        "/admin/circle/frnds1234567/add_chat",
+        &alice,
+        &[("csrf", c), ("name", " ")],
+    )
+    .await;
+    assert_eq!(unnamed.status, StatusCode::BAD_REQUEST);
+    assert!(unnamed.body.contains("Please enter a name."));
+    let dropped = post(
+        &app,
+        "/admin/circle/default/chats/remove",
+        &alice,
+        &[("csrf", c), ("chat_id", "familychat")],
+    )
+    .await;
+    assert_eq!(
+        dropped.location(),
+        "/admin/circle/default/?done=chat-removed"
+    );
+    let unknown_chat = post(
+        &app,
+        "/admin/circle/default/chats/remove",
+        &alice,
+        &[("csrf", c), ("chat_id", "nochat")],
+    )
+    .await;
+    assert_eq!(unknown_chat.status, StatusCode::BAD_REQUEST);
+    assert!(unknown_chat.body.contains("There is no such group chat."));
+    assert_eq!(
+        fake.take_changes(),
+        [
+            "add_circle_chat frnds1234567 Book talk",
+            "remove_circle_chat default familychat",
+            "remove_circle_chat default nochat"
+        ]
+    );
+
+    // Delete, with its confirmation page.
+    let confirm = get(&app, "/admin/circle/frnds1234567/delete", &alice).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains("Delete circle Friends &lt;3"));
+    assert!(confirm.body.contains("2 member(s), 0 group chat(s)."));
+    assert_eq!(fake.take_changes(), Vec::<String>::new());
+    let deleted = post(
+        &app,
+        "/admin/circle/frnds1234567/delete",
+        &alice,
+        &[("csrf", c)],
+    )
+    .await;
+    assert_eq!(deleted.location(), "/admin/circles?done=deleted-circle");
+    assert!(get(&app, deleted.location(), &alice)
+        .await
+        .body
+        .contains("Circle deleted."));
+    let keep = post(&app, "/admin/circle/default/delete", &alice, &[("csrf", c)]).await;
+    assert_eq!(keep.status, StatusCode::BAD_REQUEST);
+    assert!(keep
+        .body
+        .contains("The default circle cannot be renamed or deleted."));
+    let gone = post(
+        &app,
+        "/admin/circle/nope12345678/delete",
+        &alice,
+        &[("csrf", c)],
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(gone.body.contains("There is no such circle."));
+    assert_eq!(
+        fake.take_changes(),
+        [
+            "delete_circle frnds1234567",
+            "delete_circle default",
+            "delete_circle nope12345678"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn admin_system_page() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let (alice, _) = login(&app, "alice", "alice password").await;
+    for path in ["/admin/system", "/admin/system/"] {
+        let p = get(&app, path, &alice).await;
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        for text in [
+            "<td>9.8.7-test</td>",
+            "<td>example.org</td>",
+            "2023-11-14 22:13 UTC",
+            "<td>2 days, 3 hours, 4 minutes</td>",
+            "<tr><th>Accounts</th><td>4</td></tr>",
+            "<tr><th>Active in the past 24 hours</th><td>1</td></tr>",
+            "<tr><th>Active in the past 7 days</th><td>2</td></tr>",
+            "<tr><th>Active in the past 30 days</th><td>3</td></tr>",
+        ] {
+            assert!(p.body.contains(text), "{text} missing: {}", p.body);
+        }
+    }
+    assert_eq!(fake.take_calls(), ["get_server_info", "get_server_info"]);
 }
