@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod files;
+pub mod health;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

@@ -11,7 +11,7 @@ pub mod process;
 
 pub use ca::TestCa;
 pub use db::{Backend, TestDb};
-pub use net::{free_port, free_udp_port, wait_for_port};
+pub use net::{free_port, free_udp_port, serve_once, wait_for_port};
 pub use process::Child;
 
 /// A temporary directory removed when dropped.

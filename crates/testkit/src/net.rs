@@ -29,3 +29,21 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     }
     panic!("nothing listening on {addr} after {timeout:?}");
 }
+
+/// Listens on 127.0.0.1, answers the first connection with `answer` after reading its request
+/// (up to 1 KiB), then closes. For testing probes and clients against a canned response.
+pub async fn serve_once(answer: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    addr
+}
