@@ -87,3 +87,32 @@ pub async fn status(config: &Config) -> anyhow::Result<()> {
     print!("{}", format_status(&s));
     Ok(())
 }
+
+/// The `healthcheck` command: the daemon answers over gRPC and a certificate (the bootstrap or
+/// a CA-issued one) is installed. A failing ACME attempt alone is not unhealthy: the services
+/// keep working with the current certificate, and `has-errors` plus the startup page report it.
+pub async fn healthcheck(config: &Config) -> Result<(), String> {
+    let work = async {
+        let mut client = connect(config).await.map_err(|e| format!("{e:#}"))?;
+        let s = client
+            .get_cert_status(pb::GetCertStatusRequest {})
+            .await
+            .map_err(|e| format!("certificate manager: {}", e.message()))?
+            .into_inner();
+        if s.names.is_empty() {
+            Err(format!(
+                "no certificate installed yet{}",
+                if s.last_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.last_error)
+                }
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    tokio::time::timeout(snikket_runtime::health::TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err("certificate manager did not answer in time".into()))
+}

@@ -21,6 +21,8 @@ enum Command {
     Renew,
     /// Print the running daemon's certificate status.
     Status,
+    /// The image's HEALTHCHECK: silent when the daemon answers and a certificate is in place.
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -56,6 +58,9 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Healthcheck => snikket_runtime::health::report(
+            snikket_cert_manager::client::healthcheck(&config).await,
+        ),
         Command::Status => match snikket_cert_manager::client::status(&config).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

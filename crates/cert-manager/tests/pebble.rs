@@ -550,10 +550,12 @@ fn acme_off_keeps_self_signed_and_never_contacts_a_ca() {
         ("SNIKKET_TWEAK_ACME", "0"),
         ("SNIKKET_TWEAK_ACME_DIRECTORY_URL", url.as_str()),
     ]);
-    let _daemon = install.start(None);
+    let daemon = install.start(None);
     let (names, not_after, issuer) = install.leaf();
     assert_eq!(names, sorted_names());
     assert!(issuer.contains("self-signed"), "{issuer}");
+    // The image's HEALTHCHECK: quiet while the daemon answers with a certificate in place.
+    assert_eq!(install.cli(None, "healthcheck"), (true, String::new()));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(not_after > now + 365 * 86400, "long-lived");
     let (ok, out) = install.cli(None, "renew");
@@ -581,6 +583,10 @@ fn acme_off_keeps_self_signed_and_never_contacts_a_ca() {
     });
     assert_eq!(code, tonic::Code::Unauthenticated);
     assert!(!install.le().join("has-errors").exists());
+    drop(daemon);
+    let (ok, out) = install.cli(None, "healthcheck");
+    assert!(!ok);
+    assert!(out.contains("certificate manager"), "{out}");
 }
 
 /// A crash between swapping the key link and the chain link leaves live/ pointing at two

@@ -124,6 +124,21 @@ pub async fn serve(
     Ok(())
 }
 
+/// The `healthcheck` command: `/_health` must answer `STATUS OK` (it needs no backend call, so
+/// a stopped XMPP server does not make the portal itself unhealthy).
+pub async fn healthcheck(config: &snikket_config::Config) -> Result<(), String> {
+    use snikket_runtime::health::{http_get, probe_addr};
+    let addr = probe_addr(&[config.portal.interface], config.portal.port);
+    let answer = http_get(addr, "/_health")
+        .await
+        .map_err(|e| format!("portal {e}"))?;
+    if answer.status == 200 && answer.body.starts_with("STATUS OK") {
+        Ok(())
+    } else {
+        Err(format!("portal answered {} on {addr}", answer.status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Invariant: the portal talks to the server only over gRPC.

@@ -228,6 +228,12 @@ async fn admin_invites_a_new_user_who_registers_on_the_web() {
         cookies: Vec::new(),
     };
     assert_eq!(admin.get("/_health").await.body, "STATUS OK");
+    // The image's HEALTHCHECK: quiet and successful while the portal serves.
+    let mut cmd = Command::new(PORTAL);
+    env(&mut cmd, data, grpc_port, portal_port);
+    let out = cmd.arg("healthcheck").output().expect("run healthcheck");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
 
     // The admin account comes from the command-line admin invitation.
     register(&mut admin, &admin_token, "root", "admin password 1").await;
@@ -412,4 +418,17 @@ async fn admin_panel(admin: &mut Browser, carol: &mut Browser) {
     let users = admin.get(&gone.location).await;
     assert!(!users.body.contains(&format!("carol@{DOMAIN}")));
     assert!(users.body.contains("User deleted."));
+}
+
+#[test]
+fn healthcheck_fails_without_a_portal() {
+    let dir = snikket_testkit::temp_dir();
+    let port = free_port();
+    let mut cmd = Command::new(PORTAL);
+    env(&mut cmd, dir.path(), free_port(), port);
+    let out = cmd.arg("healthcheck").output().expect("run healthcheck");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("portal not answering"), "{text}");
+    assert!(text.contains(&port.to_string()), "{text}");
 }

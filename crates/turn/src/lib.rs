@@ -175,3 +175,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The `healthcheck` command: a STUN Binding request over UDP to the TURN port must get a
+/// Binding success response with our transaction id. With TURN disabled there is nothing to check.
+pub async fn healthcheck(config: &Config) -> Result<(), String> {
+    use snikket_runtime::health::{probe_addr, TIMEOUT};
+    if !config.turn.enabled {
+        return Ok(());
+    }
+    let addr = probe_addr(&config.bind_interfaces, config.turn.port);
+    let tid: [u8; 12] = rand::random();
+    let request = stun::Builder::new(stun::method::BINDING, stun::Class::Request, tid)
+        .add_fingerprint()
+        .finish();
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let work = async {
+        let socket = tokio::net::UdpSocket::bind(local)
+            .await
+            .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        socket
+            .connect(addr)
+            .await
+            .map_err(|e| format!("TURN server {addr}: {e}"))?;
+        let mut buf = vec![0u8; stun::MAX_MESSAGE_LEN];
+        // UDP may drop a datagram: ask up to three times within the budget.
+        for _ in 0..3 {
+            socket
+                .send(&request)
+                .await
+                .map_err(|e| format!("sending to the TURN server {addr}: {e}"))?;
+            let wait = tokio::time::timeout(TIMEOUT / 4, socket.recv(&mut buf)).await;
+            let n = match wait {
+                Ok(Ok(n)) => n,
+                // Connection refused (ICMP port unreachable): nobody listens.
+                Ok(Err(e)) => return Err(format!("TURN server not answering on {addr}: {e}")),
+                Err(_) => continue,
+            };
+            if let Some(h) = buf.get(..n).and_then(stun::header) {
+                if h.tid == tid && h.method == stun::method::BINDING {
+                    return if h.class == stun::Class::Success {
+                        Ok(())
+                    } else {
+                        Err(format!("TURN server {addr} refused a STUN binding request"))
+                    };
+                }
+            }
+        }
+        Err(format!("no STUN answer from the TURN server on {addr}"))
+    };
+    tokio::time::timeout(TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no STUN answer from the TURN server on {addr}")))
+}

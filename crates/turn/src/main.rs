@@ -1,8 +1,13 @@
 //! Entry point of the TURN container: load the config, start tracing, run until a signal.
+//! `snikket-turn healthcheck` is the image's `HEALTHCHECK`.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let healthcheck = match snikket_runtime::health::invocation("snikket-turn") {
+        Ok(i) => i == snikket_runtime::health::Invocation::Healthcheck,
+        Err(code) => return code,
+    };
     let config = match snikket_config::Config::load(None) {
         Ok(c) => c,
         Err(e) => {
@@ -10,10 +15,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    snikket_runtime::trace::init(config.log_level);
-    for w in &config.warnings {
-        tracing::warn!(warning = %w, "configuration");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,6 +25,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if healthcheck {
+        return snikket_runtime::health::report(
+            runtime.block_on(snikket_turn::healthcheck(&config)),
+        );
+    }
+    snikket_runtime::trace::init(config.log_level);
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "configuration");
+    }
     let result = runtime.block_on(async {
         let shutdown = snikket_runtime::shutdown_on_signals();
         snikket_turn::run(config, shutdown).await

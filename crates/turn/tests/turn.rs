@@ -798,3 +798,24 @@ fn message_integrity_sha256_is_answered_in_kind() {
     assert_eq!(msg.u32(attr::LIFETIME).unwrap(), Some(600));
     turn.assert_alive();
 }
+
+#[test]
+fn healthcheck_command_answers_for_a_running_server_only() {
+    let mut turn = Turn::start(&[]);
+    let healthcheck = |turn: &Turn| {
+        let (mut cmd, _, _, _) = Turn::command(turn.dir.path(), &[]);
+        cmd.env("SNIKKET_TWEAK_TURNSERVER_PORT", turn.port.to_string())
+            .arg("healthcheck");
+        cmd.output().unwrap()
+    };
+    let out = healthcheck(&turn);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "healthy must be quiet: {out:?}");
+    turn.assert_alive();
+    drop(turn.child.take());
+    let out = healthcheck(&turn);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("TURN server"), "{text}");
+    assert!(text.contains(&turn.port.to_string()), "{text}");
+}

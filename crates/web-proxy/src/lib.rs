@@ -88,3 +88,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = watcher.await;
     Ok(())
 }
+
+/// The `healthcheck` command: with port 80 in use, `GET /` there must answer (the startup page
+/// or the redirect to HTTPS; a 5xx is unhealthy); otherwise the HTTPS port must accept.
+pub async fn healthcheck(config: &Config) -> Result<(), String> {
+    use snikket_runtime::health::{http_get, probe_addr, tcp_connect};
+    let ifaces = &config.bind_interfaces;
+    if config.proxy.serve_http {
+        let addr = probe_addr(ifaces, config.proxy.http_port);
+        let answer = http_get(addr, "/")
+            .await
+            .map_err(|e| format!("web proxy {e}"))?;
+        if answer.status >= 500 {
+            return Err(format!("web proxy answered {} on {addr}", answer.status));
+        }
+        Ok(())
+    } else {
+        tcp_connect(probe_addr(ifaces, config.proxy.https_port))
+            .await
+            .map_err(|e| format!("web proxy {e}"))
+    }
+}

@@ -85,6 +85,8 @@ struct Proxy {
     http: u16,
     https: u16,
     ca: TestCa,
+    /// The environment the proxy was started with, for its sub-commands.
+    env: Vec<(String, String)>,
 }
 
 impl Proxy {
@@ -151,26 +153,41 @@ fn start_proxy(portal: u16, server: u16, with_cert: bool, extra: &[(&str, &str)]
     }
     let http = free_port();
     let https = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snikket-web-proxy"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SNIKKET_DOMAIN", DOMAIN)
-        .env("SNIKKET_ADMIN_EMAIL", "admin@example.test")
-        .env("SNIKKET_TWEAK_DATA_DIR", data.path())
-        .env("SNIKKET_TWEAK_BIND_INTERFACES", "127.0.0.1")
-        .env("SNIKKET_TWEAK_HTTP_PORT", http.to_string())
-        .env("SNIKKET_TWEAK_HTTPS_PORT", https.to_string())
-        .env("SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_HOST", "127.0.0.1")
-        .env(
-            "SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_PORT",
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("SNIKKET_DOMAIN".into(), DOMAIN.into()),
+        ("SNIKKET_ADMIN_EMAIL".into(), "admin@example.test".into()),
+        (
+            "SNIKKET_TWEAK_DATA_DIR".into(),
+            data.path().display().to_string(),
+        ),
+        ("SNIKKET_TWEAK_BIND_INTERFACES".into(), "127.0.0.1".into()),
+        ("SNIKKET_TWEAK_HTTP_PORT".into(), http.to_string()),
+        ("SNIKKET_TWEAK_HTTPS_PORT".into(), https.to_string()),
+        (
+            "SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_HOST".into(),
+            "127.0.0.1".into(),
+        ),
+        (
+            "SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_PORT".into(),
             portal.to_string(),
-        )
-        .env("SNIKKET_TWEAK_INTERNAL_HTTP_HOST", "127.0.0.1")
-        .env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", server.to_string())
-        .env("SNIKKET_TWEAK_ACME_CHALLENGE_DIR", &challenges);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+        ),
+        (
+            "SNIKKET_TWEAK_INTERNAL_HTTP_HOST".into(),
+            "127.0.0.1".into(),
+        ),
+        (
+            "SNIKKET_TWEAK_INTERNAL_HTTP_PORT".into(),
+            server.to_string(),
+        ),
+        (
+            "SNIKKET_TWEAK_ACME_CHALLENGE_DIR".into(),
+            challenges.display().to_string(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snikket-web-proxy"));
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     if std::env::var_os("PROXY_TEST_LOG").is_none() {
         cmd.stdout(Stdio::null());
     }
@@ -186,6 +203,7 @@ fn start_proxy(portal: u16, server: u16, with_cert: bool, extra: &[(&str, &str)]
         http,
         https,
         ca,
+        env,
     }
 }
 
@@ -1066,4 +1084,29 @@ async fn self_signed_certificate_is_final_when_acme_is_off() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, _) = http_status(&p.client(), &p.http_url(DOMAIN, "/")).await;
     assert_eq!(status, 301);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn healthcheck_command_answers_for_a_running_proxy_only() {
+    let p = started(false).await;
+    let healthcheck = |env: &[(String, String)]| {
+        Command::new(env!("CARGO_BIN_EXE_snikket-web-proxy"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("healthcheck")
+            .output()
+            .unwrap()
+    };
+    let out = healthcheck(&p.env);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "healthy must be quiet: {out:?}");
+    let Proxy {
+        child, env, data, ..
+    } = p;
+    child.terminate();
+    let out = healthcheck(&env);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("web proxy not answering"), "{text}");
+    drop(data);
 }
