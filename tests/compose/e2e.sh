@@ -243,6 +243,10 @@ if [[ -n ${have[snikket_proxy]:-} && -n ${have[snikket_certs]:-} ]]; then
         fail "https://$domain/_health/xmpp: HTTP $code $(head -c 200 "$work/body" 2>/dev/null)"
     fi
     code=$(fetch /)
+    # The portal sends visitors of / to its login page.
+    if [[ $code =~ ^30[23]$ ]]; then
+        code=$(fetch /login)
+    fi
     if [[ $code =~ ^(200|502|503)$ ]] && grep -qi 'snikket\|E2E Family' "$work/body"; then
         pass "https://$domain/ answers HTTP $code with a Snikket page"
     else
@@ -299,6 +303,49 @@ else
         tail -n 20 "$work"/x1.log "$work"/x2.log 2>/dev/null || true
         fail "registration with invite tokens (tokens: ${t1:-none} ${t2:-none})"
     fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "portal: an admin logs in and lists the invitations"
+if [[ -n ${have[snikket_portal]:-} && -n ${have[snikket_proxy]:-} && $xmpp_ok == 1 ]]; then
+    jar=$work/portal-cookies
+    portal() { # PATH [curl args...]: HTTPS through the proxy with a cookie jar; prints the status
+        local path=$1
+        shift
+        curl -sk --max-time 10 --resolve "$domain:$https_port:127.0.0.1" -c "$jar" -b "$jar" \
+            -o "$work/portal.html" -w '%{http_code}' "$@" "https://$domain:$https_port$path" || true
+    }
+    ta=$(timeout 60 docker exec snikket create-invite --admin 2>/dev/null |
+        sed -n 's|^Your invite link: .*/invite/\([A-Za-z0-9_-]*\)/$|\1|p')
+    if [[ -n $ta ]] && xc register --user carol --password 'carol admin phrase' --token "$ta" >"$work/x4.log" 2>&1; then
+        portal /login >/dev/null
+        csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$work/portal.html" | head -n 1)
+        code=$(portal /login --data-urlencode "csrf=$csrf" --data-urlencode user=carol \
+            --data-urlencode 'password=carol admin phrase')
+        if [[ $code =~ ^30[23]$ ]]; then
+            pass "carol (admin, registered with an admin invite) logged into the portal"
+        else
+            fail "portal login: HTTP $code $(grep -o '<p class="error[^<]*' "$work/portal.html" | head -n 1)"
+        fi
+        code=$(portal /admin/invitations)
+        # The admin invite made at the start is still pending, so the list cannot be empty.
+        if [[ $code == 200 ]] && grep -q 'href="/admin/invitation/' "$work/portal.html"; then
+            pass "the admin panel lists $(grep -c 'href="/admin/invitation/' "$work/portal.html") pending invitation(s)"
+        else
+            fail "/admin/invitations: HTTP $code"
+        fi
+        code=$(portal /admin/users)
+        if [[ $code == 200 ]] && grep -q 'alice' "$work/portal.html" && grep -q 'carol' "$work/portal.html"; then
+            pass "the admin panel lists the users"
+        else
+            fail "/admin/users: HTTP $code"
+        fi
+    else
+        tail -n 20 "$work/x4.log" 2>/dev/null || true
+        fail "registering an admin with an admin invite (token: ${ta:-none})"
+    fi
+else
+    skip "portal login (needs the portal and proxy images and working XMPP registration)"
 fi
 
 # ---------------------------------------------------------------------------------------------
