@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: snikket-turn against Debian's coturn with the same settings, both loaded by
-# coturn's turnutils_uclient on 127.0.0.1. Prints allocations/s, relayed packets/s, Mbit/s,
-# server CPU seconds and peak RSS for each. Report only; nothing is asserted.
+# coturn's turnutils_uclient on 127.0.0.1, alternating, ROUNDS times. Prints the medians of
+# allocations/s, server CPU per allocation, relayed packets/s, Mbit/s, server CPU per packet and
+# peak RSS for each, and ours as a ratio of coturn's. Report only; nothing is asserted.
 #
 # Usage: crates/turn/bench/compare-coturn.sh [path/to/snikket-turn]
 # Needs: coturn (turnserver, turnutils_uclient). Build ours first: cargo build --release -p snikket-turn
@@ -19,7 +20,9 @@ CLIENTS=${CLIENTS:-40}        # uclient -m: client pairs relaying to each other 
 MESSAGES=${MESSAGES:-400}     # uclient -n per client
 LEN=${LEN:-172}               # uclient -l: bytes per message (an Opus frame + RTP header)
 INTERVAL=${INTERVAL:-5}       # uclient -z: ms between messages per client
-ALLOCS=${ALLOCS:-300}         # clients for the allocation-rate run
+ALLOCS=${ALLOCS:-300}         # clients for the allocation-rate run, per uclient process
+ALLOC_PROCS=${ALLOC_PROCS:-4} # concurrent uclient processes in the allocation-rate run
+ROUNDS=${ROUNDS:-3}           # runs per server; medians are reported
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
@@ -65,10 +68,17 @@ measure() { # name
   local name=$1 pid
   pid=$(cat "$WORK/server.pid")
   wait_ready
-  local c0 t0 t1 c1 c2 t2 out sent recv
-  # Allocation rate: many clients, one message each.
+  local c0 t0 t1 c1 c2 t2 out sent recv i pids=()
+  # Allocation rate: several uclient processes at once, many clients each, one message each.
+  # uclient paces its own clients, so the server's CPU time per allocation is reported too:
+  # it is what bounds the rate a server can sustain.
+  c0=$(cpu_secs "$pid")
   t0=$(date +%s.%N)
-  turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n 1 -m "$ALLOCS" -e 127.0.0.1 127.0.0.1 >"$WORK/$name-alloc.out" 2>&1 || true
+  for i in $(seq "$ALLOC_PROCS"); do
+    turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n 1 -m "$ALLOCS" -e 127.0.0.1 127.0.0.1 >"$WORK/$name-alloc-$i.out" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}" 2>/dev/null || true
   t1=$(date +%s.%N)
   c1=$(cpu_secs "$pid")
   # Relay throughput.
@@ -77,20 +87,42 @@ measure() { # name
   c2=$(cpu_secs "$pid")
   sent=$( (echo "$out" | grep 'start_mclient: tot_send_msgs=' || true) | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/')
   recv=$( (echo "$out" | grep 'start_mclient: tot_send_msgs=' || true) | tail -1 | sed 's/.*tot_recv_msgs=\([0-9]*\).*/\1/')
-  python3 - "$name" "$t0" "$t1" "$t2" "$c1" "$c2" "${sent:-0}" "${recv:-0}" "$(rss_kb "$pid")" "$ALLOCS" "$LEN" <<'PY'
+  python3 - "$name" "$t0" "$t1" "$t2" "$c0" "$c1" "$c2" "${sent:-0}" "${recv:-0}" "$(rss_kb "$pid")" "$((ALLOCS * ALLOC_PROCS))" "$LEN" <<'PY' | tee -a "$WORK/results.tsv"
 import sys
-name, t0, t1, t2, c1, c2, sent, recv, rss, allocs, ln = sys.argv[1:]
-t0, t1, t2, c1, c2 = map(float, (t0, t1, t2, c1, c2))
+name, t0, t1, t2, c0, c1, c2, sent, recv, rss, allocs, ln = sys.argv[1:]
+t0, t1, t2, c0, c1, c2 = map(float, (t0, t1, t2, c0, c1, c2))
 sent, recv, rss, allocs, ln = map(int, (sent, recv, rss, allocs, ln))
 relay_s = t2 - t1
+# Each uclient client with -y allocates twice (its own relay and its peer's).
+allocations = 2 * allocs
 # Each message crosses the relay twice (client -> own relay -> peer relay -> peer client).
 pps = 2 * recv / relay_s if relay_s else 0
-print(f"{name:8} allocations/s {2*allocs/(t1-t0):8.1f}  sent {sent} recv {recv} loss {100*(1-recv/max(sent,1)):.2f}%  "
-      f"relayed pkt/s {pps:9.1f}  Mbit/s {pps*ln*8/1e6:6.2f}  server CPU {c2-c1:5.2f}s of {relay_s:5.2f}s "
-      f"({100*(c2-c1)/relay_s:.0f}%)  peak RSS {rss/1024:.1f} MiB")
+print("\t".join(str(x) for x in (
+    name, round(allocations / (t1 - t0), 1), round(1000 * (c1 - c0) / allocations, 3),
+    round(pps, 1), round(pps * ln * 8 / 1e6, 2), round(1e6 * (c2 - c1) / max(2 * recv, 1), 2),
+    round(100 * (1 - recv / max(sent, 1)), 2), round(rss / 1024, 1))))
 PY
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-start_ours; measure snikket
-start_coturn; measure coturn
+for round in $(seq "$ROUNDS"); do
+  start_ours; measure snikket >/dev/null
+  start_coturn; measure coturn >/dev/null
+done
+
+# Medians per server, and ours as a ratio of coturn's (same run, same machine, same load).
+python3 - "$WORK/results.tsv" "$ROUNDS" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+cols = ["allocations/s", "server CPU ms/allocation", "relayed pkt/s", "Mbit/s",
+        "server CPU us/packet", "loss %", "peak RSS MiB"]
+med = {}
+for name in ("snikket", "coturn"):
+    vals = [list(map(float, r[1:])) for r in rows if r[0] == name]
+    med[name] = [statistics.median(v[i] for v in vals) for i in range(len(cols))]
+print(f"medians of {sys.argv[2]} rounds (turnutils_uclient load on 127.0.0.1)")
+print(f"{'':26}{'snikket-turn':>14}{'coturn':>14}{'ratio':>8}")
+for i, c in enumerate(cols):
+    a, b = med["snikket"][i], med["coturn"][i]
+    print(f"{c:26}{a:14.2f}{b:14.2f}{(a / b if b else float('nan')):8.2f}")
+PY
