@@ -317,11 +317,11 @@ if [[ -n ${have[snikket_portal]:-} && -n ${have[snikket_proxy]:-} && $xmpp_ok ==
     }
     ta=$(timeout 60 docker exec snikket create-invite --admin 2>/dev/null |
         sed -n 's|^Your invite link: .*/invite/\([A-Za-z0-9_-]*\)/$|\1|p')
-    if [[ -n $ta ]] && xc register --user carol --password 'carol admin phrase' --token "$ta" >"$work/x4.log" 2>&1; then
+    if [[ -n $ta ]] && xc register --user carol --password 'quiet admin phrase' --token "$ta" >"$work/x4.log" 2>&1; then
         portal /login >/dev/null
         csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$work/portal.html" | head -n 1)
         code=$(portal /login --data-urlencode "csrf=$csrf" --data-urlencode user=carol \
-            --data-urlencode 'password=carol admin phrase')
+            --data-urlencode 'password=quiet admin phrase')
         if [[ $code =~ ^30[23]$ ]]; then
             pass "carol (admin, registered with an admin invite) logged into the portal"
         else
