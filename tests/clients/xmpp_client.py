@@ -350,6 +350,30 @@ async def scenario_extdisco(args):
     a.disconnect()
 
 
+async def scenario_caps(args):
+    """XEP-0115: the server's caps in the stream features, validated by slixmpp's own plugin."""
+    a = Client("%s@%s/x" % (args.user, args.domain), args.password, args)
+    a.register_plugin("xep_0115")
+    await a.start()
+    if "caps" not in a.features:
+        fail("no caps in the stream features")
+    # The plugin fetches disco#info at node#ver and keeps the ver only if its own hash matches.
+    ver = None
+    for _ in range(int(args.timeout * 10)):
+        ver = await a["xep_0115"].get_verstring(args.domain)
+        if ver:
+            break
+        await asyncio.sleep(0.1)
+    if not ver:
+        fail("the server's caps did not validate")
+    info = await a["xep_0030"].get_info(jid=args.domain, node="https://snikket.org/#" + ver)
+    features = info["disco_info"]["features"]
+    if "http://jabber.org/protocol/caps" not in features:
+        fail("caps feature missing from %s" % features)
+    print("OK caps %s (%d features)" % (ver, len(features)), flush=True)
+    a.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -374,7 +398,7 @@ def main():
     fn = {"register": scenario_register, "login": scenario_login, "chat": scenario_chat,
           "carbons": scenario_carbons, "circle": scenario_circle, "limit": scenario_limit,
           "remote": scenario_remote, "mam": scenario_mam,
-          "resume": scenario_resume, "extdisco": scenario_extdisco}.get(args.scenario)
+          "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

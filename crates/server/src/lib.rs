@@ -12,6 +12,7 @@ pub mod http;
 pub mod init;
 pub mod modules;
 pub mod ops;
+pub mod retention;
 pub mod router;
 pub mod routing;
 pub mod state;
@@ -72,7 +73,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &[b"xmpp-client"],
     )
     .context("building the TLS configuration")?;
+    let (caps, caps_node) = modules::server_caps(&config).unzip();
     let state = std::sync::Arc::new(state::State {
+        caps,
+        caps_node,
         store: data.store.clone(),
         router: router::Router::default(),
         tls,
@@ -88,7 +92,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         started: std::time::Instant::now(),
         config,
     });
-    archive::spawn_expiry(
+    retention::spawn(
         data.store.clone(),
         state.config.server.retention_days,
         &tracker,

@@ -16,6 +16,9 @@ const NS_VERSION: &str = "jabber:iq:version";
 const NS_TIME: &str = "urn:xmpp:time";
 const NS_LAST: &str = "jabber:iq:last";
 const NS_REGISTER: &str = "jabber:iq:register";
+const NS_CAPS: &str = "http://jabber.org/protocol/caps";
+/// The XEP-0115 node our capabilities are published under.
+pub const CAPS_NODE: &str = "https://snikket.org/";
 
 /// Features the server itself announces (kept to what is really implemented).
 const SERVER_FEATURES: &[&str] = &[
@@ -26,6 +29,7 @@ const SERVER_FEATURES: &[&str] = &[
     NS_TIME,
     NS_LAST,
     NS_ROSTER,
+    NS_CAPS,
     "urn:xmpp:pars:0",
     "urn:xmpp:invite",
     "msgoffline",
@@ -59,7 +63,14 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
     let get = iq.attr("type") == Some("get");
     match (get, ns_of(iq).as_str()) {
         (true, NS_PING) => xml::iq_result(iq, None),
-        (true, NS_DISCO_INFO) => xml::iq_result(iq, Some(server_disco(state))),
+        (true, NS_DISCO_INFO) => match xml::payload(iq).and_then(|q| q.attr("node")) {
+            None => xml::iq_result(iq, Some(server_disco(&state.config, None))),
+            // XEP-0115 §6.2: the node#ver of our caps answers with the same information.
+            Some(node) if Some(node) == state.caps_node.as_deref() => {
+                xml::iq_result(iq, Some(server_disco(&state.config, Some(node))))
+            }
+            Some(_) => xml::error_reply(iq, "item-not-found", None),
+        },
         (true, NS_DISCO_ITEMS) => {
             xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], vec![])))
         }
@@ -89,14 +100,32 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
     }
 }
 
-fn server_disco(state: &State) -> Element {
+/// The server's XEP-0115 capabilities: the `<c/>` element for stream features and the
+/// `node#ver` string its disco#info answers to. `None` only if hashing failed (never expected).
+pub fn server_caps(config: &snikket_config::Config) -> Option<(Element, String)> {
+    use xmpp_parsers::caps::{compute_disco, hash_caps};
+    use xmpp_parsers::disco::DiscoInfoResult;
+    use xmpp_parsers::hashes::Algo;
+    let info = DiscoInfoResult::try_from(server_disco(config, None)).ok()?;
+    let hash = hash_caps(&compute_disco(&info), Algo::Sha_1).ok()?;
+    let ver = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &hash.hash);
+    let c = el(
+        "c",
+        NS_CAPS,
+        &[("hash", "sha-1"), ("node", CAPS_NODE), ("ver", &ver)],
+        vec![],
+    );
+    Some((c, format!("{CAPS_NODE}#{ver}")))
+}
+
+fn server_disco(config: &snikket_config::Config, node: Option<&str>) -> Element {
     let mut children = vec![el(
         "identity",
         NS_DISCO_INFO,
         &[
             ("category", "server"),
             ("type", "im"),
-            ("name", &state.config.site_name),
+            ("name", &config.site_name),
         ],
         vec![],
     )];
@@ -104,8 +133,8 @@ fn server_disco(state: &State) -> Element {
         children.push(el("feature", NS_DISCO_INFO, &[("var", f)], vec![]));
     }
     let addresses: Vec<(&str, &Option<String>)> = vec![
-        ("abuse-addresses", &state.config.server.abuse_email),
-        ("security-addresses", &state.config.server.security_email),
+        ("abuse-addresses", &config.server.abuse_email),
+        ("security-addresses", &config.server.security_email),
     ];
     if addresses.iter().any(|(_, a)| a.is_some()) {
         // XEP-0157 contact addresses in a XEP-0128 extended form.
@@ -132,7 +161,10 @@ fn server_disco(state: &State) -> Element {
         }
         children.push(el("x", NS_DATA, &[("type", "result")], fields));
     }
-    el("query", NS_DISCO_INFO, &[], children)
+    match node {
+        Some(n) => el("query", NS_DISCO_INFO, &[("node", n)], children),
+        None => el("query", NS_DISCO_INFO, &[], children),
+    }
 }
 
 fn time_el() -> Element {
@@ -402,5 +434,46 @@ async fn register_set(state: &State, me: &Sender, iq: &Element) -> Element {
             tracing::error!(error = %e, "password change failed");
             xml::error_reply(iq, "internal-server-error", None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0115 §5.1 computed here independently: identities, sorted features, then the
+    /// extended form (FORM_TYPE first, fields sorted by var).
+    #[test]
+    fn caps_ver_follows_xep_0115() {
+        use base64::Engine;
+        use sha1::Digest;
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("SNIKKET_DOMAIN".to_string(), "chat.example.com".to_string());
+        vars.insert(
+            "SNIKKET_ADMIN_EMAIL".to_string(),
+            "a@example.com".to_string(),
+        );
+        vars.insert("SNIKKET_SITE_NAME".to_string(), "Family".to_string());
+        vars.insert(
+            "SNIKKET_ABUSE_EMAIL".to_string(),
+            "abuse@example.com".to_string(),
+        );
+        let config = snikket_config::Config::from_vars(&vars).unwrap();
+        let (c, node) = server_caps(&config).unwrap();
+        let mut features: Vec<&str> = SERVER_FEATURES.to_vec();
+        features.sort_unstable();
+        let mut s = String::from("server/im//Family<");
+        for f in features {
+            s.push_str(f);
+            s.push('<');
+        }
+        s.push_str(
+            "http://jabber.org/network/serverinfo<abuse-addresses<mailto:abuse@example.com<",
+        );
+        let want =
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
+        assert_eq!(c.attr("ver"), Some(want.as_str()));
+        assert_eq!(c.attr("hash"), Some("sha-1"));
+        assert_eq!(node, format!("{CAPS_NODE}#{want}"));
     }
 }

@@ -34,6 +34,10 @@ pub struct State {
     pub archiver: crate::archive::Archiver,
     /// Process start, for uptime.
     pub started: Instant,
+    /// XEP-0115 `<c/>` for stream features, computed once from the server's disco#info.
+    pub caps: Option<minidom::Element>,
+    /// The `node#ver` of `caps`, which disco#info answers to.
+    pub caps_node: Option<String>,
 }
 
 /// Slows down repeated authentication failures per IP address (exponential, capped), without

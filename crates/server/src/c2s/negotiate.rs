@@ -511,18 +511,24 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
         conn.fail(e.condition(), None).await;
         return None;
     }
-    let f = features(vec![
-        el("bind", NS_BIND, &[], vec![]),
-        el(
-            "session",
-            NS_SESSION,
-            &[],
-            vec![el("optional", NS_SESSION, &[], vec![])],
-        ),
-        el("ver", "urn:xmpp:features:rosterver", &[], vec![]),
-        el("sm", crate::c2s::sm::NS_SM, &[], vec![]),
-        limits_feature(),
-    ]);
+    let f = features(
+        vec![
+            el("bind", NS_BIND, &[], vec![]),
+            el(
+                "session",
+                NS_SESSION,
+                &[],
+                vec![el("optional", NS_SESSION, &[], vec![])],
+            ),
+            el("ver", "urn:xmpp:features:rosterver", &[], vec![]),
+            el("sm", crate::c2s::sm::NS_SM, &[], vec![]),
+            limits_feature(),
+        ]
+        .into_iter()
+        // XEP-0115 §6.3: the server's capabilities, so clients need not ask.
+        .chain(state.caps.clone())
+        .collect(),
+    );
     open_stream(&mut conn, state, f).await?;
     loop {
         // XEP-0198 resumption: hand this connection to the hibernating session.
