@@ -237,28 +237,3 @@ pub async fn query(state: &State, me: &Sender, iq: &Element) -> Vec<Element> {
     out.push(xml::iq_result(iq, Some(fin)));
     out
 }
-
-/// Deletes archive entries older than the retention period, hourly, until shutdown.
-pub fn spawn_expiry(
-    store: Store,
-    retention_days: u32,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) {
-    tracker.spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    let cutoff = snikket_store::now() - i64::from(retention_days) * 86_400;
-                    match store.expire_archive(cutoff).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(removed = n, "expired archived messages"),
-                        Err(e) => tracing::warn!(error = %e, "archive expiry failed"),
-                    }
-                }
-            }
-        }
-    });
-}

@@ -152,6 +152,30 @@ impl Store {
         Ok(row.and_then(|(t,)| t))
     }
 
+    /// Deletes every account whose owner asked for deletion (XEP-0077 remove) at or before
+    /// `cutoff` (spec 4.2: after the grace period of `SNIKKET_RETENTION_DAYS`) and returns their
+    /// names. An account restored meanwhile is no longer pending and stays; the last active
+    /// administrator is never pending (an admin's self-deletion is refused while they are last).
+    pub async fn purge_pending_deletions(&self, cutoff: i64) -> Result<Vec<String>, StoreError> {
+        let due: Vec<(String,)> = with_pool!(self, p => sqlx::query_as(
+            "SELECT username FROM accounts WHERE state = 'pending_deletion' \
+             AND deletion_requested_at IS NOT NULL AND deletion_requested_at <= $1 ORDER BY username",
+        )
+        .bind(cutoff)
+        .fetch_all(p)
+        .await)?;
+        let mut deleted = Vec::with_capacity(due.len());
+        for (username,) in due {
+            match self.delete_account(&username).await {
+                Ok(()) => deleted.push(username),
+                // Deleted by an admin in between, or (never expected) the last admin: skip.
+                Err(AccountChangeError::NotFound | AccountChangeError::LastAdmin) => {}
+                Err(AccountChangeError::Store(e)) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Number of accounts.
     pub async fn account_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = with_pool!(self, p => sqlx::query_as("SELECT COUNT(*) FROM accounts")
@@ -351,6 +375,33 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(store.deletion_requested_at("b").await.unwrap(), None);
+
+            // The grace period: nothing is due before it ends; a restored account never is.
+            store
+                .set_account_state("c", AccountState::PendingDeletion)
+                .await
+                .unwrap();
+            let asked = store.deletion_requested_at("c").await.unwrap().unwrap();
+            assert!(store
+                .purge_pending_deletions(asked - 1)
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(store.account("c").await.unwrap().is_some());
+            assert_eq!(
+                store.purge_pending_deletions(asked).await.unwrap(),
+                vec!["c".to_string()]
+            );
+            assert!(store.account("c").await.unwrap().is_none());
+            assert!(store
+                .purge_pending_deletions(now() + 86_400)
+                .await
+                .unwrap()
+                .is_empty());
+            store
+                .create_account("c", Role::Normal, &[], None)
+                .await
+                .unwrap();
 
             assert_eq!(store.account_count().await.unwrap(), 3);
             assert_eq!(store.active_account_count(days_ago(30)).await.unwrap(), 0);
