@@ -396,17 +396,27 @@ fn turn_credentials_by_external_service_discovery() {
 }
 
 fn raw(port: u16, data: &[u8]) -> String {
+    raw_until(port, data, "</stream:stream>")
+}
+
+/// Writes `data` on a fresh plain connection and reads until `end` arrives, EOF or 10 s.
+fn raw_until(port: u16, data: &[u8], end: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(data);
+    read_until(&mut s, end)
+}
+
+/// Reads until `end` arrives, EOF, an error or the stream's read timeout.
+fn read_until<R: Read>(r: &mut R, end: &str) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
+    while let Ok(n) = r.read(&mut buf) {
         if n == 0 {
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        if out.windows(16).any(|w| w == b"</stream:stream>") {
+        if out.windows(end.len()).any(|w| w == end.as_bytes()) {
             break;
         }
     }
@@ -452,4 +462,464 @@ fn adversarial_input_gets_stream_errors_and_the_server_keeps_serving() {
     // Still serving.
     let token = s.invite(&[]);
     assert!(s.register("erin", "correct horse battery", &token).0);
+}
+
+/// The condition element of the first `<stream:error>` in `out`, if any.
+fn stream_error_condition(out: &str) -> Option<&str> {
+    let rest = &out[out.find("<stream:error><")? + "<stream:error><".len()..];
+    let end = rest.find([' ', '/', '>'])?;
+    Some(&rest[..end])
+}
+
+/// The condition element inside the first SASL `<failure>` in `out`, if any.
+fn sasl_failure_condition(out: &str) -> Option<&str> {
+    let rest = &out[out.find("<failure")?..];
+    let rest = &rest[rest.find('>')? + 1..];
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find([' ', '/', '>'])?;
+    Some(&rest[..end])
+}
+
+/// A fresh plain connection gets the pre-TLS features (STARTTLS required).
+fn assert_serves_starttls(port: u16) {
+    let out = raw_until(port, HEADER.as_bytes(), "</features>");
+    assert!(
+        out.contains("<features") && out.contains("urn:ietf:params:xml:ns:xmpp-tls"),
+        "no STARTTLS feature: {out}"
+    );
+}
+
+#[test]
+fn deep_nesting_is_a_policy_violation_and_the_server_keeps_serving() {
+    let s = start();
+    // Pre-auth streams allow depth 8 (Limits::pre_auth): 8 levels parse as a complete
+    // element, which is then refused only because TLS has not been negotiated yet.
+    let depth8 = format!("{HEADER}{}{}", "<a>".repeat(8), "</a>".repeat(8));
+    let out = raw(s.port, depth8.as_bytes());
+    assert_eq!(
+        stream_error_condition(&out),
+        Some("policy-violation"),
+        "{out}"
+    );
+    assert!(out.contains("Encryption is required"), "{out}");
+    // One level more is refused by the parser (policy-violation without the TLS text),
+    // while the element is still open.
+    let depth9 = format!("{HEADER}{}", "<a>".repeat(9));
+    let out = raw(s.port, depth9.as_bytes());
+    assert_eq!(
+        stream_error_condition(&out),
+        Some("policy-violation"),
+        "{out}"
+    );
+    assert!(!out.contains("Encryption is required"), "{out}");
+    // 10 000 levels (30 kB, within the pre-auth stanza budget so depth is what trips).
+    let deep = format!("{HEADER}{}", "<a>".repeat(10_000));
+    let out = raw(s.port, deep.as_bytes());
+    assert_eq!(
+        stream_error_condition(&out),
+        Some("policy-violation"),
+        "{out}"
+    );
+    assert!(!out.contains("Encryption is required"), "{out}");
+    // The same with a namespaced, attribute-carrying element (54 kB, within the pre-auth
+    // input buffer).
+    let deep = format!("{HEADER}{}", "<x:b xmlns:x='urn:x' k='v'>".repeat(2_000));
+    let out = raw(s.port, deep.as_bytes());
+    assert_eq!(
+        stream_error_condition(&out),
+        Some("policy-violation"),
+        "{out}"
+    );
+    assert_serves_starttls(s.port);
+}
+
+#[test]
+fn comments_and_processing_instructions_are_restricted_xml() {
+    let s = start();
+    let cases = [
+        format!("{HEADER}<!-- a comment between stanzas -->"),
+        format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><!-- x --></starttls>"),
+        format!("{HEADER}<?evil processing instruction?>"),
+        format!("{HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><?pi x?></starttls>"),
+        format!(
+            "<?xml version='1.0'?><!-- before the header -->{}",
+            &HEADER[21..]
+        ),
+        format!(
+            "<?xml version='1.0'?><?pi before the header?>{}",
+            &HEADER[21..]
+        ),
+    ];
+    for case in &cases {
+        let out = raw(s.port, case.as_bytes());
+        assert_eq!(
+            stream_error_condition(&out),
+            Some("restricted-xml"),
+            "{case}: {out}"
+        );
+    }
+    // A comment split over several writes is caught as well.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(HEADER.as_bytes()).unwrap();
+    let features = read_until(&mut c, "</features>");
+    assert!(features.contains("<features"), "{features}");
+    for part in ["<", "!", "-", "-", " x -", "->"] {
+        let _ = c.write_all(part.as_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = read_until(&mut c, "</stream:stream>");
+    assert_eq!(
+        stream_error_condition(&out),
+        Some("restricted-xml"),
+        "{out}"
+    );
+    assert_serves_starttls(s.port);
+}
+
+/// The soft limit on open files of this process (from /proc; 1024 if unknown).
+fn open_files_soft_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+/// Opens a plain connection to `port` from the local address `src`.
+fn connect_from(rt: &tokio::runtime::Runtime, src: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((src, 0))).unwrap();
+        socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server has closed `c` (EOF or reset) within its read timeout.
+fn closed_by_server(c: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_pre_auth_connections_do_not_starve_clients_and_one_address_is_capped() {
+    let s = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 1000 idle connections (fewer if this process may not hold that many sockets; the soft
+    // limit is not raised), spread over 127.0.0.2..=127.0.0.40 so that each address stays
+    // well under MAX_CONNECTIONS_PER_IP (64): this is about the total, not the per-IP cap.
+    let n = 1000.min(open_files_soft_limit().saturating_sub(200));
+    assert!(n >= 500, "open-files limit too low for this test");
+    let mut idle = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 39) as u8);
+        let mut c = connect_from(&rt, src, s.port);
+        // Half send a stream header and then idle, half send nothing at all.
+        if i % 2 == 0 {
+            c.write_all(HEADER.as_bytes()).unwrap();
+        }
+        idle.push(c);
+    }
+    // The server really took them all on: every header got its features.
+    for (i, c) in idle.iter_mut().enumerate().step_by(2) {
+        let out = read_until(c, "</features>");
+        assert!(out.contains("</features>"), "idle #{i}: {out}");
+    }
+    // While they idle, a normal client connects, registers and logs in.
+    assert_serves_starttls(s.port);
+    let token = s.invite(&[]);
+    let (ok, out) = s.register("nell", "correct horse battery", &token);
+    assert!(ok, "register beside {n} idle connections: {out}");
+    let (ok, out) = s.client(
+        "login",
+        &["--user", "nell", "--password", "correct horse battery"],
+    );
+    assert!(ok && out.contains("OK logged in"), "{out}");
+    // The idle ones are still open (the pre-auth idle timeout is 30 s).
+    for c in idle.iter().step_by(50) {
+        c.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let r = (&*c).read(&mut buf);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "idle connection closed early: {r:?}"
+        );
+    }
+    drop(idle);
+
+    // One address: 64 connections are served, the 65th is closed at once.
+    let one = std::net::Ipv4Addr::new(127, 0, 0, 50);
+    let mut full = Vec::new();
+    for i in 0..64 {
+        let mut c = connect_from(&rt, one, s.port);
+        c.write_all(HEADER.as_bytes()).unwrap();
+        let out = read_until(&mut c, "</features>");
+        assert!(out.contains("</features>"), "connection {}: {out}", i + 1);
+        full.push(c);
+    }
+    let started = std::time::Instant::now();
+    let mut extra = connect_from(&rt, one, s.port);
+    let _ = extra.write_all(HEADER.as_bytes());
+    let mut extra_out = String::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match extra.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(k) => extra_out.push_str(&String::from_utf8_lossy(&buf[..k])),
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    };
+    assert!(closed, "65th connection from one address was kept open");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "65th connection closed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !extra_out.contains("<features"),
+        "65th connection was served: {extra_out}"
+    );
+    // Other addresses are unaffected, and freeing one slot lets the address in again.
+    assert_serves_starttls(s.port);
+    drop(full.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = connect_from(&rt, one, s.port);
+        let _ = c.write_all(HEADER.as_bytes());
+        let out = read_until(&mut c, "</features>");
+        if out.contains("</features>") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot not released after a connection closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The remaining 63 are still open.
+    for c in &mut full {
+        c.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        assert!(
+            !closed_by_server(c),
+            "a capped-address connection was closed"
+        );
+    }
+}
+
+/// A direct-TLS connection to the server, trusting the test CA.
+fn tls_connect(s: &Server) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&s.ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from(DOMAIN).unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", s.tls_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// The text content of the first `<name …>…</name>` in `out`.
+fn element_text<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    let rest = &out[out.find(&format!("<{name}"))?..];
+    let rest = &rest[rest.find('>')? + 1..];
+    Some(&rest[..rest.find(&format!("</{name}>"))?])
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// What one SCRAM-SHA-256 attempt over direct TLS produced.
+struct ScramAttempt {
+    /// The decoded server-first message.
+    server_first: String,
+    /// `s=` and `i=` of it.
+    salt: Vec<u8>,
+    iterations: u32,
+    /// Everything the server sent after client-final.
+    outcome: String,
+}
+
+/// Runs a complete SCRAM-SHA-256 exchange (RFC 5802, no channel binding) as `user`.
+fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut tls = tls_connect(s);
+    tls.write_all(HEADER.as_bytes()).unwrap();
+    let features = read_until(&mut tls, "</features>");
+    assert!(features.contains("SCRAM-SHA-256"), "{features}");
+    let client_nonce = "rOprNGfwEbeRWgbNEkqO";
+    let client_first_bare = format!("n={user},r={client_nonce}");
+    tls.write_all(
+        format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            b64.encode(format!("n,,{client_first_bare}"))
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let out = read_until(&mut tls, "</challenge>");
+    let challenge = element_text(&out, "challenge")
+        .unwrap_or_else(|| panic!("{user}: no server-first challenge but: {out}"));
+    let server_first = String::from_utf8(b64.decode(challenge).unwrap()).unwrap();
+    let attr = |k: &str| {
+        server_first
+            .split(',')
+            .find_map(|a| a.strip_prefix(k))
+            .map(str::to_owned)
+    };
+    let nonce = attr("r=").unwrap_or_else(|| panic!("no r= in {server_first}"));
+    assert!(
+        nonce.starts_with(client_nonce) && nonce.len() > client_nonce.len(),
+        "{server_first}"
+    );
+    let salt = b64
+        .decode(attr("s=").unwrap_or_else(|| panic!("no s= in {server_first}")))
+        .unwrap();
+    let iterations: u32 = attr("i=")
+        .unwrap_or_else(|| panic!("no i= in {server_first}"))
+        .parse()
+        .unwrap();
+    assert!(!salt.is_empty() && iterations >= 4096, "{server_first}");
+    // Hi(password, salt, i) = PBKDF2-HMAC-SHA-256 with one output block.
+    let mut u = hmac_sha256(
+        password.as_bytes(),
+        &[salt.as_slice(), &[0, 0, 0, 1]].concat(),
+    );
+    let mut salted = u.clone();
+    for _ in 1..iterations {
+        u = hmac_sha256(password.as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(a, b)| *a ^= b);
+    }
+    let client_key = hmac_sha256(&salted, b"Client Key");
+    let stored_key = sha2::Sha256::digest(&client_key);
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
+    let client_final = format!("{without_proof},p={}", b64.encode(proof));
+    tls.write_all(
+        format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64.encode(client_final)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut outcome = String::new();
+    let mut buf = [0u8; 4096];
+    while !outcome.contains("</failure>") && !outcome.contains("</success>") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => outcome.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    if outcome.contains("</success>") {
+        let server_key = hmac_sha256(&salted, b"Server Key");
+        let v = b64.encode(hmac_sha256(&server_key, auth_message.as_bytes()));
+        let got = element_text(&outcome, "success").unwrap();
+        assert_eq!(
+            b64.decode(got).unwrap(),
+            format!("v={v}").into_bytes(),
+            "server signature"
+        );
+    }
+    ScramAttempt {
+        server_first,
+        salt,
+        iterations,
+        outcome,
+    }
+}
+
+#[test]
+fn unknown_user_and_wrong_password_look_the_same_in_scram() {
+    let s = start();
+    let token = s.invite(&[]);
+    assert!(s.register("olga", "correct horse battery", &token).0);
+    // The hand-written client is right: the real password succeeds.
+    let good = scram_sha256(&s, "olga", "correct horse battery");
+    assert!(good.outcome.contains("<success"), "{}", good.outcome);
+    // Wrong password for an existing user, and a user that does not exist: both get a full
+    // server-first message and both fail the same way after client-final.
+    let wrong = scram_sha256(&s, "olga", "wrong horse battery");
+    let ghost = scram_sha256(&s, "nobody-here", "correct horse battery");
+    for (what, a) in [("wrong password", &wrong), ("unknown user", &ghost)] {
+        assert_eq!(
+            sasl_failure_condition(&a.outcome),
+            Some("not-authorized"),
+            "{what}: {}",
+            a.outcome
+        );
+        assert!(!a.outcome.contains("<text"), "{what}: {}", a.outcome);
+    }
+    assert_eq!(wrong.salt, good.salt, "the stored salt is served");
+    // Nothing in server-first tells the two apart: same iteration count, same salt length.
+    assert_eq!(ghost.iterations, wrong.iterations);
+    assert_eq!(ghost.salt.len(), wrong.salt.len());
+    assert_ne!(ghost.salt, wrong.salt);
+    // A made-up salt that changed between attempts would give the unknown user away.
+    let again = scram_sha256(&s, "nobody-here", "other password!!");
+    assert_eq!(
+        again.salt, ghost.salt,
+        "{} / {}",
+        again.server_first, ghost.server_first
+    );
+    assert_eq!(
+        sasl_failure_condition(&again.outcome),
+        Some("not-authorized"),
+        "{}",
+        again.outcome
+    );
 }
