@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod init;
 pub mod modules;
+pub mod onboarding;
 pub mod ops;
 pub mod retention;
 pub mod router;

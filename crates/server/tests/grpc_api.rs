@@ -1095,6 +1095,54 @@ async fn scenario(pg_url: Option<&str>) {
         "session-invalid",
     );
 
+    // --- A contact invitation makes inviter and invitee mutual contacts (spec 3.3) ----------
+    store
+        .create_account("dora", Role::Normal, &credentials("dora password 1"), None)
+        .await
+        .unwrap();
+    let contact_invite = store
+        .create_invite(snikket_store::NewInvite {
+            kind: snikket_store::InviteKind::Contact,
+            inviter: Some("dora".into()),
+            username: None,
+            role: Role::Normal,
+            circles: Vec::new(),
+            note: None,
+            source: "test".into(),
+            ttl_secs: 3600,
+        })
+        .await
+        .unwrap();
+    let mut public = pb::public_invites_client::PublicInvitesClient::with_interceptor(
+        channel.clone(),
+        Creds {
+            secret: secret.clone(),
+            session: None,
+        },
+    );
+    public
+        .register(pb::RegisterRequest {
+            token: contact_invite.token.clone(),
+            username: "cleo".into(),
+            password: "a long enough password".into(),
+        })
+        .await
+        .unwrap();
+    for (owner, contact) in [("dora", "cleo"), ("cleo", "dora")] {
+        let item = store
+            .roster_item(owner, &format!("{contact}@{DOMAIN}"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{contact} missing from {owner}'s roster"));
+        assert_eq!(item.subscription, snikket_store::Subscription::Both);
+    }
+    // Without circles, a contact invitation joins the default circle.
+    assert!(store
+        .circle_members(snikket_store::DEFAULT_CIRCLE_ID)
+        .await
+        .unwrap()
+        .contains(&"cleo".to_string()));
+
     store.close().await;
     let status = server.terminate();
     assert!(status.success(), "server exit status {status:?}");

@@ -181,10 +181,9 @@ async fn register(
         }
         Err(e) => return Err(internal(e)),
     }
-    for circle in &invite.circles {
-        if let Err(e) = store.add_circle_member(circle, &username).await {
-            tracing::warn!(error = %e, circle = %circle, "adding new user to circle failed");
-        }
+    let domain = &state.config.domain.ascii;
+    for change in crate::onboarding::after_registration(store, domain, &username, &invite).await {
+        crate::routing::push_item(state, &change.owner, &change.item, change.version, false);
     }
     tracing::info!(user = %username, invite = %invite.invite_id, "account registered");
     reg.invite = None;

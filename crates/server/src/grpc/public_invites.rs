@@ -131,11 +131,15 @@ impl pb::public_invites_server::PublicInvites for AdminApi {
             }
             Err(e) => return Err(internal(e)),
         }
-        for circle in &invite.circles {
-            if let Err(e) = store.add_circle_member(circle, &username).await {
-                tracing::warn!(error = %e, circle = %circle, "adding new user to circle failed");
-            }
-        }
+        // The admin API has no handle on live sessions: an online inviter sees the new contact
+        // at their next roster fetch, and their presence as soon as the new user comes online.
+        crate::onboarding::after_registration(
+            store,
+            &self.config().domain.ascii,
+            &username,
+            &invite,
+        )
+        .await;
         tracing::info!(user = %username, invite = %invite.invite_id, "account registered through the portal");
         Ok(Response::new(pb::RegisterResponse { username, jid }))
     }
