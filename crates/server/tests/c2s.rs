@@ -923,3 +923,15 @@ fn unknown_user_and_wrong_password_look_the_same_in_scram() {
         again.outcome
     );
 }
+
+#[test]
+fn server_capabilities_validate_with_slixmpp() {
+    let s = start();
+    let t = s.invite(&[]);
+    assert!(s.register("cara", "correct horse battery", &t).0);
+    let (ok, out) = s.client(
+        "caps",
+        &["--user", "cara", "--password", "correct horse battery"],
+    );
+    assert!(ok && out.contains("OK caps "), "{out}");
+}
