@@ -288,8 +288,8 @@ else
     t2=$(new_token)
     xc() { timeout 120 /usr/bin/python3 "$client" "$@" --port "$c2s_port" --ca "$work/xmpp-ca.pem" --domain "$domain" --timeout 20; }
     if [[ -s $work/xmpp-ca.pem && -n $t1 && -n $t2 ]] &&
-        xc register --user alice --password 'correct horse battery' --token "$t1" >"$work/x1.log" 2>&1 &&
-        xc register --user bob --password 'staple battery horse' --token "$t2" >"$work/x2.log" 2>&1; then
+        xc register --user alice --password 'correct horse battery' --token="$t1" >"$work/x1.log" 2>&1 &&
+        xc register --user bob --password 'staple battery horse' --token="$t2" >"$work/x2.log" 2>&1; then
         pass "alice and bob registered through invite links over STARTTLS"
         if xc chat --user alice --password 'correct horse battery' --user2 bob --password2 'staple battery horse' \
             >"$work/x3.log" 2>&1; then
@@ -317,7 +317,7 @@ if [[ -n ${have[snikket_portal]:-} && -n ${have[snikket_proxy]:-} && $xmpp_ok ==
     }
     ta=$(timeout 60 docker exec snikket create-invite --admin 2>/dev/null |
         sed -n 's|^Your invite link: .*/invite/\([A-Za-z0-9_-]*\)/$|\1|p')
-    if [[ -n $ta ]] && xc register --user carol --password 'quiet admin phrase' --token "$ta" >"$work/x4.log" 2>&1; then
+    if [[ -n $ta ]] && xc register --user carol --password 'quiet admin phrase' --token="$ta" >"$work/x4.log" 2>&1; then
         portal /login >/dev/null
         csrf=$(sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' "$work/portal.html" | head -n 1)
         code=$(portal /login --data-urlencode "csrf=$csrf" --data-urlencode user=carol \

@@ -119,10 +119,19 @@ impl Server {
     }
 
     fn register(&self, user: &str, password: &str, token: &str) -> (bool, String) {
+        // `--token=` keeps a token that starts with '-' (base64url) from looking like an option.
+        let token = format!("--token={token}");
         self.client(
             "register",
-            &["--user", user, "--password", password, "--token", token],
+            &["--user", user, "--password", password, &token],
         )
+    }
+
+    /// Registers and fails the test with the client's output if that did not work.
+    #[track_caller]
+    fn registered(&self, user: &str, password: &str, token: &str) {
+        let (ok, out) = self.register(user, password, token);
+        assert!(ok, "registering {user} failed:\n{out}");
     }
 }
 
@@ -177,7 +186,7 @@ fn invite_registration_rules() {
 fn login_with_each_scram_variant_and_direct_tls() {
     let s = start();
     let token = s.invite(&[]);
-    assert!(s.register("bob", "correct horse battery", &token).0);
+    s.registered("bob", "correct horse battery", &token);
     for mech in ["SCRAM-SHA-1", "SCRAM-SHA-256"] {
         let (ok, out) = s.client(
             "login",
@@ -225,8 +234,8 @@ fn two_users_subscribe_chat_and_get_offline_messages() {
     let s = start();
     let t1 = s.invite(&[]);
     let t2 = s.invite(&[]);
-    assert!(s.register("carol", "correct horse battery", &t1).0);
-    assert!(s.register("dave", "staple battery horse", &t2).0);
+    s.registered("carol", "correct horse battery", &t1);
+    s.registered("dave", "staple battery horse", &t2);
     let (ok, out) = s.client(
         "chat",
         &[
@@ -249,9 +258,9 @@ fn carbons_circles_session_limit_and_limited_users() {
     let t1 = s.invite(&["--group", "default"]);
     let t2 = s.invite(&["--group", "default"]);
     let t3 = s.invite(&["--role", "limited"]);
-    assert!(s.register("fern", "correct horse battery", &t1).0);
-    assert!(s.register("gus", "staple battery horse", &t2).0);
-    assert!(s.register("hal", "limited user password", &t3).0);
+    s.registered("fern", "correct horse battery", &t1);
+    s.registered("gus", "staple battery horse", &t2);
+    s.registered("hal", "limited user password", &t3);
     // Circle members are mutual contacts at login, grouped under the circle name.
     let (ok, out) = s.client(
         "circle",
@@ -318,8 +327,8 @@ fn archive_query_with_paging() {
     let s = start();
     let t1 = s.invite(&[]);
     let t2 = s.invite(&[]);
-    assert!(s.register("ivy", "correct horse battery", &t1).0);
-    assert!(s.register("jon", "staple battery horse", &t2).0);
+    s.registered("ivy", "correct horse battery", &t1);
+    s.registered("jon", "staple battery horse", &t2);
     let (ok, out) = s.client(
         "mam",
         &[
@@ -344,8 +353,8 @@ fn stream_management_resumes_after_the_tcp_connection_dies() {
     let s = start();
     let t1 = s.invite(&[]);
     let t2 = s.invite(&[]);
-    assert!(s.register("kim", "correct horse battery", &t1).0);
-    assert!(s.register("lou", "staple battery horse", &t2).0);
+    s.registered("kim", "correct horse battery", &t1);
+    s.registered("lou", "staple battery horse", &t2);
     let (ok, out) = s.client(
         "resume",
         &[
@@ -368,7 +377,7 @@ fn turn_credentials_by_external_service_discovery() {
     use hmac::Mac;
     let s = start();
     let t = s.invite(&[]);
-    assert!(s.register("max", "correct horse battery", &t).0);
+    s.registered("max", "correct horse battery", &t);
     let (ok, out) = s.client(
         "extdisco",
         &["--user", "max", "--password", "correct horse battery"],
@@ -461,7 +470,7 @@ fn adversarial_input_gets_stream_errors_and_the_server_keeps_serving() {
     assert!(out.contains("stream:error"), "{out}");
     // Still serving.
     let token = s.invite(&[]);
-    assert!(s.register("erin", "correct horse battery", &token).0);
+    s.registered("erin", "correct horse battery", &token);
 }
 
 /// The condition element of the first `<stream:error>` in `out`, if any.
@@ -887,7 +896,7 @@ fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
 fn unknown_user_and_wrong_password_look_the_same_in_scram() {
     let s = start();
     let token = s.invite(&[]);
-    assert!(s.register("olga", "correct horse battery", &token).0);
+    s.registered("olga", "correct horse battery", &token);
     // The hand-written client is right: the real password succeeds.
     let good = scram_sha256(&s, "olga", "correct horse battery");
     assert!(good.outcome.contains("<success"), "{}", good.outcome);
@@ -928,7 +937,7 @@ fn unknown_user_and_wrong_password_look_the_same_in_scram() {
 fn server_capabilities_validate_with_slixmpp() {
     let s = start();
     let t = s.invite(&[]);
-    assert!(s.register("cara", "correct horse battery", &t).0);
+    s.registered("cara", "correct horse battery", &t);
     let (ok, out) = s.client(
         "caps",
         &["--user", "cara", "--password", "correct horse battery"],
