@@ -193,6 +193,24 @@ impl Backend {
             .into_inner())
     }
 
+    /// `Profile.SetDisplayName`.
+    pub async fn set_display_name(
+        &self,
+        token: &str,
+        display_name: &str,
+    ) -> Result<api::User, BackendError> {
+        Ok(self
+            .profile()
+            .set_display_name(with_session(
+                api::SetDisplayNameRequest {
+                    display_name: display_name.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
     /// `Profile.ChangePassword`.
     pub async fn change_password(
         &self,

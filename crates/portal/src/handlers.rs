@@ -32,12 +32,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/user/", get(dashboard))
         .route("/user/logout", post(logout))
         .route("/user/passwd", get(passwd_form).post(passwd))
+        .route("/user/profile", get(profile_form).post(profile))
         .route("/admin/", get(admin_home))
         .route("/admin/invitations", get(invitations))
         .route("/admin/invitation/-/new", post(create_invitation))
         .route("/admin/invitation/{id}", get(invitation))
         .route("/admin/invitation/{id}/revoke", post(revoke_invitation))
         .merge(crate::admin::routes())
+        .merge(crate::public::routes())
         .route("/invite/success", get(invite_success))
         .route("/invite/{token}/", get(invite_landing))
         .route(
@@ -345,6 +347,58 @@ async fn passwd(
             )),
             Err(e) => Err(e),
         }
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+#[derive(Deserialize)]
+struct ProfileForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    nickname: String,
+}
+
+/// Profile (spec 5.4.4): only the display name; avatar and visibility need PEP, which the server
+/// does not have yet.
+async fn profile_form(State(st): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
+    let r = async {
+        let s = require_user(&st, &headers)?;
+        let profile = st.backend().profile_of(&s.token).await?;
+        let updated = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair == "done=updated"));
+        let ctx = st.ctx(&headers);
+        Ok(st.render(
+            &ctx,
+            StatusCode::OK,
+            "profile.html",
+            json!({
+                "profile": {
+                    "username": profile.username,
+                    "display_name": profile.display_name,
+                },
+                "notice": if updated { Some("Profile updated") } else { None },
+            }),
+        ))
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+async fn profile(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ProfileForm>,
+) -> Response {
+    let r = async {
+        let s = require_user(&st, &headers)?;
+        st.check_csrf(&headers, &form.csrf)?;
+        st.backend()
+            .set_display_name(&s.token, form.nickname.trim())
+            .await?;
+        Ok(Redirect::to("/user/profile?done=updated").into_response())
     }
     .await;
     st.done(&headers, r)

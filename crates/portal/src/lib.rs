@@ -7,6 +7,7 @@
 mod admin;
 pub mod backend;
 mod handlers;
+mod public;
 pub mod session;
 mod throttle;
 mod web;
@@ -30,6 +31,14 @@ pub struct Settings {
     pub cookie_key: Vec<u8>,
     /// iOS App Store link; `None` shows "coming soon".
     pub apple_store_url: Option<String>,
+    /// `SNIKKET_TOS_URI`: `/terms` redirects there (404 when unset).
+    pub tos_uri: Option<String>,
+    /// `SNIKKET_PRIVACY_URI`: `/privacy` redirects there (404 when unset).
+    pub privacy_uri: Option<String>,
+    /// `SNIKKET_ABUSE_EMAIL`, named on `/policies/`.
+    pub abuse_email: Option<String>,
+    /// `SNIKKET_SECURITY_EMAIL`, the first contact of `/.well-known/security.txt`.
+    pub security_email: Option<String>,
 }
 
 impl Settings {
@@ -53,8 +62,19 @@ impl Settings {
             domain: config.domain.unicode.clone(),
             cookie_key,
             apple_store_url: config.portal.apple_store_url.clone(),
+            tos_uri: non_empty(&config.portal.tos_uri),
+            privacy_uri: non_empty(&config.portal.privacy_uri),
+            abuse_email: non_empty(&config.portal.abuse_email),
+            security_email: non_empty(&config.portal.security_email),
         })
     }
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// Shared state of the handlers.

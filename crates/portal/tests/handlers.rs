@@ -136,15 +136,28 @@ impl api::profile_server::Profile for Fake {
         Ok(Response::new(api::User {
             username: who.into(),
             jid: format!("{who}@example.org"),
+            display_name: if who == "carol" {
+                "Carol <C>".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }))
     }
 
     async fn set_display_name(
         &self,
-        _req: tonic::Request<api::SetDisplayNameRequest>,
+        req: tonic::Request<api::SetDisplayNameRequest>,
     ) -> Result<Response<api::User>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        let who = session(&req)?;
+        let name = req.into_inner().display_name;
+        self.record(format!("set_display_name {who} {name}"));
+        Ok(Response::new(api::User {
+            username: who.into(),
+            jid: format!("{who}@example.org"),
+            display_name: name,
+            ..Default::default()
+        }))
     }
 
     async fn change_password(
@@ -721,13 +734,35 @@ async fn start_fake(fake: Fake) -> String {
     format!("http://{addr}")
 }
 
-fn app(uri: &str) -> axum::Router {
-    let settings = Settings {
+fn settings() -> Settings {
+    Settings {
         site_name: "Test Chat".into(),
         domain: "example.org".into(),
         cookie_key: KEY.to_vec(),
         apple_store_url: None,
+        tos_uri: None,
+        privacy_uri: None,
+        abuse_email: None,
+        security_email: None,
+    }
+}
+
+/// The portal with every policy setting (`SNIKKET_TOS_URI`, `SNIKKET_PRIVACY_URI`,
+/// `SNIKKET_ABUSE_EMAIL`, `SNIKKET_SECURITY_EMAIL`) set.
+fn app_with_policies(uri: &str) -> axum::Router {
+    let settings = Settings {
+        tos_uri: Some("https://example.org/tos?a=1&b=2".into()),
+        privacy_uri: Some("https://example.org/privacy.html".into()),
+        abuse_email: Some("abuse@example.org".into()),
+        security_email: Some("security@example.org".into()),
+        ..settings()
     };
+    let backend = Backend::new(uri, SECRET).expect("backend");
+    snikket_portal::router(AppState::new(settings, backend))
+}
+
+fn app(uri: &str) -> axum::Router {
+    let settings = settings();
     let backend = Backend::new(uri, SECRET).expect("backend");
     snikket_portal::router(AppState::new(settings, backend))
 }
@@ -2023,4 +2058,238 @@ async fn admin_system_page() {
         }
     }
     assert_eq!(fake.take_calls(), ["get_server_info", "get_server_info"]);
+}
+
+#[tokio::test]
+async fn terms_and_privacy_redirect_or_404() {
+    let plain = app("http://127.0.0.1:9");
+    for path in ["/terms", "/privacy"] {
+        let p = get(&plain, path, &[]).await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(p.body, "", "{path}");
+    }
+    let set = app_with_policies("http://127.0.0.1:9");
+    let t = get(&set, "/terms", &[]).await;
+    assert_eq!(t.status, StatusCode::SEE_OTHER);
+    assert_eq!(t.location(), "https://example.org/tos?a=1&b=2");
+    let p = get(&set, "/privacy", &[]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location(), "https://example.org/privacy.html");
+}
+
+#[tokio::test]
+async fn policies_page() {
+    let plain = get(&app("http://127.0.0.1:9"), "/policies/", &[]).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    assert!(plain.body.contains("Please contact the administrator"));
+    assert!(plain
+        .body
+        .contains("href=\"https://snikket.org/app/privacy/\""));
+    assert!(!plain.body.contains("Terms of Service"));
+    assert!(!plain.body.contains("mailto:"));
+    let set = get(&app_with_policies("http://127.0.0.1:9"), "/policies/", &[]).await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert!(!set.body.contains("Please contact the administrator"));
+    assert!(set
+        .body
+        .contains("href=\"https:&#x2f;&#x2f;example.org&#x2f;tos?a=1&amp;b=2\""));
+    assert!(set
+        .body
+        .contains("href=\"https:&#x2f;&#x2f;example.org&#x2f;privacy.html\""));
+    assert!(set
+        .body
+        .contains("href=\"https://snikket.org/app/privacy/\""));
+    assert!(set.body.contains("href=\"mailto:abuse@example.org\""));
+}
+
+#[tokio::test]
+async fn security_txt() {
+    let plain = get(&app("http://127.0.0.1:9"), "/.well-known/security.txt", &[]).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(
+        plain.headers[header::CONTENT_TYPE],
+        "text/plain;charset=UTF-8"
+    );
+    let comments: Vec<&str> = plain.body.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(comments.iter().any(|l| l.contains("example.org")));
+    assert!(comments.iter().any(|l| l.contains("Snikket")));
+    let contacts: Vec<&str> = plain
+        .body
+        .lines()
+        .filter(|l| l.starts_with("Contact: "))
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            "Contact: https://example.org/policies/",
+            "Contact: https://snikket.org/security/"
+        ]
+    );
+    let set = get(
+        &app_with_policies("http://127.0.0.1:9"),
+        "/.well-known/security.txt",
+        &[],
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(
+        set.headers[header::CONTENT_TYPE],
+        "text/plain;charset=UTF-8"
+    );
+    let contacts: Vec<&str> = set
+        .body
+        .lines()
+        .filter(|l| l.starts_with("Contact: "))
+        .collect();
+    assert_eq!(
+        contacts,
+        [
+            "Contact: mailto:security@example.org",
+            "Contact: https://snikket.org/security/"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn about_page_shows_versions_and_the_server_version_to_admins() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    let anon = get(&app, "/meta/about.html", &[]).await;
+    assert_eq!(anon.status, StatusCode::OK);
+    assert!(anon.headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/html"));
+    for text in [
+        "About this Service",
+        "Test Chat",
+        "href=\"/policies/\"",
+        "AGPL-3.0+",
+        "Software Versions",
+        "Domain: example.org",
+        &format!("Web Portal ({})", env!("CARGO_PKG_VERSION")),
+    ] {
+        assert!(anon.body.contains(text), "{text} missing: {}", anon.body);
+    }
+    assert!(!anon.body.contains("9.8.7-test"));
+    let (bob, _) = login(&app, "bob", "bob password").await;
+    let b = get(&app, "/meta/about.html", &bob).await;
+    assert_eq!(b.status, StatusCode::OK);
+    assert!(!b.body.contains("9.8.7-test"));
+    assert!(fake.take_calls().is_empty());
+    let (alice, _) = login(&app, "alice", "alice password").await;
+    let a = get(&app, "/meta/about.html", &alice).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.contains("(9.8.7-test)"), "{}", a.body);
+    assert_eq!(fake.take_calls(), ["get_server_info"]);
+    // Every page links the about page.
+    assert!(get(&app, "/login", &[])
+        .await
+        .body
+        .contains("href=\"/meta/about.html\""));
+}
+
+#[tokio::test]
+async fn index_redirects_and_webmanifest() {
+    let app = app("http://127.0.0.1:9");
+    for path in ["/-", "/invite/-"] {
+        let p = get(&app, path, &[]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(p.location(), "/", "{path}");
+    }
+    let m = get(&app, "/site.webmanifest", &[]).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(m.headers[header::CONTENT_TYPE], "application/manifest+json");
+    let v: serde_json::Value = serde_json::from_str(&m.body).expect("json manifest");
+    assert_eq!(v["name"], "Snikket");
+    assert_eq!(v["short_name"], "Snikket");
+    assert_eq!(v["theme_color"], "#fbfdff");
+    assert_eq!(v["background_color"], "#fbfdff");
+    let icons: Vec<(String, String)> = v["icons"]
+        .as_array()
+        .expect("icons")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["type"], "image/png");
+            (
+                i["src"].as_str().unwrap_or("").to_string(),
+                i["sizes"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        icons,
+        [192, 256, 512]
+            .iter()
+            .map(|n| (
+                format!("/static/img/android-chrome-{n}x{n}.png"),
+                format!("{n}x{n}")
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn profile_page() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    // Anonymous visitors are sent to the login page, both ways, and nothing is called.
+    let anon = get(&app, "/user/profile", &[]).await;
+    assert_eq!(anon.status, StatusCode::SEE_OTHER);
+    assert_eq!(anon.location(), "/login");
+    let anon_post = post(&app, "/user/profile", &[], &[("nickname", "x")]).await;
+    assert_eq!(anon_post.status, StatusCode::SEE_OTHER);
+    assert_eq!(anon_post.location(), "/login");
+    assert!(fake.take_calls().is_empty());
+
+    let (carol, csrf) = login(&app, "carol", "carol password").await;
+    let dash = get(&app, "/user/", &carol).await;
+    assert!(
+        dash.body.contains("href=\"/user/profile\""),
+        "{}",
+        dash.body
+    );
+    let page = get(&app, "/user/profile", &carol).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Display name"));
+    assert!(page.body.contains("placeholder=\"carol\""));
+    // Prefilled from GetProfile, escaped.
+    assert!(
+        page.body.contains("value=\"Carol &lt;C&gt;\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("type=\"file\""));
+    assert!(!page.body.contains("Profile updated"));
+
+    // Without or with a wrong CSRF token: refused, no backend call.
+    for form in [
+        vec![("nickname", "Mallory")],
+        vec![("csrf", "forged"), ("nickname", "Mallory")],
+    ] {
+        let r = post(&app, "/user/profile", &carol, &form).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+    assert!(fake.take_changes().is_empty());
+
+    let ok = post(
+        &app,
+        "/user/profile",
+        &carol,
+        &[("csrf", &csrf), ("nickname", "Caroline & co")],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location(), "/user/profile?done=updated");
+    assert_eq!(
+        fake.take_changes(),
+        ["set_display_name carol Caroline & co"]
+    );
+    let after = get(&app, ok.location(), &carol).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert!(after.body.contains("Profile updated"));
 }
