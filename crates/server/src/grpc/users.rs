@@ -13,6 +13,26 @@ pub(crate) const MAX_DISPLAY_NAME: usize = 1024;
 const RESET_TTL: i64 = 86_400;
 const MAX_TTL: i64 = 28 * 86_400;
 
+impl AdminApi {
+    /// Unlock and restore are the same change: the account becomes active again (which also
+    /// clears a pending self-deletion).
+    async fn reactivate<T>(
+        &self,
+        request: &Request<T>,
+        username: &str,
+        what: &'static str,
+    ) -> Result<Response<pb::User>, Status> {
+        let caller = self.admin(request).await?;
+        let username = self.localpart(username)?;
+        self.store()
+            .set_account_state(&username, AccountState::Active)
+            .await
+            .map_err(store_user)?;
+        tracing::info!(admin = %caller.username, user = %username, "{what}");
+        Ok(Response::new(self.user_by_name(&username).await?))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::users_server::Users for AdminApi {
     async fn list_users(
@@ -116,28 +136,16 @@ impl pb::users_server::Users for AdminApi {
         &self,
         request: Request<pb::UnlockUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let caller = self.admin(&request).await?;
-        let username = self.localpart(&request.get_ref().username)?;
-        self.store()
-            .set_account_state(&username, AccountState::Active)
-            .await
-            .map_err(store_user)?;
-        tracing::info!(admin = %caller.username, user = %username, "user unlocked");
-        Ok(Response::new(self.user_by_name(&username).await?))
+        let username = request.get_ref().username.clone();
+        self.reactivate(&request, &username, "user unlocked").await
     }
 
     async fn restore_user(
         &self,
         request: Request<pb::RestoreUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let caller = self.admin(&request).await?;
-        let username = self.localpart(&request.get_ref().username)?;
-        self.store()
-            .set_account_state(&username, AccountState::Active)
-            .await
-            .map_err(store_user)?;
-        tracing::info!(admin = %caller.username, user = %username, "user restored");
-        Ok(Response::new(self.user_by_name(&username).await?))
+        let username = request.get_ref().username.clone();
+        self.reactivate(&request, &username, "user restored").await
     }
 
     async fn create_password_reset(
