@@ -7,6 +7,7 @@ pub mod circle_admin;
 pub mod circles;
 pub mod invites;
 pub mod offline;
+pub mod pep;
 pub mod roster;
 pub mod sessions;
 pub mod users;
