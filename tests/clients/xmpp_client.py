@@ -13,6 +13,8 @@ import sys
 
 import slixmpp
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 def fail(msg):
@@ -374,6 +376,142 @@ async def scenario_caps(args):
     a.disconnect()
 
 
+NS_EVENT = "{http://jabber.org/protocol/pubsub#event}"
+NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+DEVICELIST = "eu.siacs.conversations.axolotl.devicelist"
+
+
+def pep_client(user, password, resource, args, interests=()):
+    c = Client("%s@%s/%s" % (user, args.domain, resource), password, args)
+    for plugin in ("xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084", "xep_0054"):
+        c.register_plugin(plugin)
+    for ns in interests:
+        c["xep_0163"].add_interest(ns)
+    # slixmpp's 'message' event skips headlines: collect PEP notifications directly.
+    c.events = asyncio.Queue()
+    c.register_handler(Callback("pep events", MatchXPath("{jabber:client}message/" + NS_EVENT + "event"),
+                                lambda m: c.events.put_nowait(m)))
+    return c
+
+
+def publish_options(client, **fields):
+    form = client["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#publish-options")
+    for var, value in fields.items():
+        form.add_field(var="pubsub#" + var, value=value)
+    return form
+
+
+async def expect_event(client, owner, node, timeout):
+    """The next PEP notification from owner's node: (item id, payload element)."""
+    def pred(m):
+        items = m.xml.find(NS_EVENT + "event/" + NS_EVENT + "items")
+        return m["from"].bare == owner and items is not None and items.get("node") == node
+    m = await expect(client.events, pred, timeout, "notification of %s from %s" % (node, owner))
+    item = m.xml.find(NS_EVENT + "event/" + NS_EVENT + "items/" + NS_EVENT + "item")
+    return item.get("id"), list(item)[0]
+
+
+async def expect_pubsub_error(coro, condition, app=None):
+    try:
+        await coro
+    except slixmpp.exceptions.IqError as e:
+        got = e.iq["error"]["condition"]
+        apps = [c.tag for c in e.iq["error"].xml if c.tag.startswith("{" + NS_PUBSUB_ERRORS)]
+        if got != condition or (app and "{%s}%s" % (NS_PUBSUB_ERRORS, app) not in apps):
+            fail("expected %s/%s, got %s %s" % (condition, app, got, apps))
+        return
+    fail("expected error %s/%s, got success" % (condition, app))
+
+
+async def scenario_pep(args):
+    """XEP-0163: OMEMO device list (open), avatar (XEP-0084, presence access) between circle
+    contacts, a stranger's access, publish-options preconditions and the limits."""
+    a_bare = "%s@%s" % (args.user, args.domain)
+    b = pep_client(args.user2, args.password2, "b", args, (DEVICELIST, "urn:xmpp:avatar:metadata"))
+    await b.start()
+    a = pep_client(args.user, args.password, "a", args)
+    await a.start()
+    info = await b["xep_0030"].get_info(jid=a_bare)
+    if ("pubsub", "pep", None, None) not in info["disco_info"]["identities"]:
+        fail("no PEP identity on the account: %s" % info["disco_info"]["identities"])
+    own = await a["xep_0030"].get_info(jid=a_bare)
+    if "http://jabber.org/protocol/pubsub#publish-options" not in own["disco_info"]["features"]:
+        fail("publish-options not announced")
+
+    devices = ET.Element("{eu.siacs.conversations.axolotl}list")
+    ET.SubElement(devices, "{eu.siacs.conversations.axolotl}device", id="1234")
+    await a["xep_0060"].publish(a_bare, DEVICELIST, id="current", payload=devices,
+                                options=publish_options(a, access_model="open"))
+    item_id, payload = await expect_event(b, a_bare, DEVICELIST, args.timeout)
+    if item_id != "current" or payload.find("{eu.siacs.conversations.axolotl}device").get("id") != "1234":
+        fail("wrong device list notification: %s %s" % (item_id, ET.tostring(payload)))
+
+    # Avatar: data then metadata, default (presence) access.
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
+    import hashlib
+    avatar_id = hashlib.sha1(png).hexdigest()
+    await a["xep_0084"].publish_avatar(png)
+    await a["xep_0084"].publish_avatar_metadata([{"id": avatar_id, "type": "image/png", "bytes": len(png)}])
+    item_id, _ = await expect_event(b, a_bare, "urn:xmpp:avatar:metadata", args.timeout)
+    if item_id != avatar_id:
+        fail("avatar metadata id %s, want %s" % (item_id, avatar_id))
+    got = await b["xep_0084"].retrieve_avatar(a_bare, avatar_id)
+    data = got["pubsub"]["items"]["item"]["avatar_data"]["value"]
+    if data != png:
+        fail("avatar data differs (%d bytes)" % len(data or b""))
+
+    # The legacy vCard (XEP-0054) reads the PEP avatar, and a vCard photo becomes a PEP avatar.
+    card = (await b["xep_0054"].get_vcard(a_bare))["vcard_temp"]
+    if card["PHOTO"]["BINVAL"] != png:
+        fail("vcard-temp PHOTO is not the PEP avatar")
+    png2 = b"\x89PNG\r\n\x1a\n" + os.urandom(1500)
+    vcard = a["xep_0054"].make_vcard()
+    vcard["FN"] = "Ivy Example"
+    vcard["PHOTO"]["TYPE"] = "image/png"
+    vcard["PHOTO"]["BINVAL"] = png2
+    await a["xep_0054"].publish_vcard(vcard)
+    item_id, meta = await expect_event(b, a_bare, "urn:xmpp:avatar:metadata", args.timeout)
+    if item_id != hashlib.sha1(png2).hexdigest():
+        fail("vCard photo did not become the PEP avatar: %s" % item_id)
+    card = (await b["xep_0054"].get_vcard(a_bare))["vcard_temp"]
+    if card["FN"] != "Ivy Example" or card["PHOTO"]["BINVAL"] != png2:
+        fail("vCard round trip: FN=%r" % card["FN"])
+
+    # A stranger (no subscription) may read the open device list but not the avatar.
+    c = pep_client(args.user3, args.password3, "c", args)
+    await c.start()
+    got = await c["xep_0060"].get_items(a_bare, DEVICELIST)
+    if len(got["pubsub"]["items"]) != 1:
+        fail("stranger could not read the open device list")
+    await expect_pubsub_error(c["xep_0060"].get_items(a_bare, "urn:xmpp:avatar:metadata"),
+                              "not-authorized", "presence-subscription-required")
+    await expect_pubsub_error(c["xep_0060"].publish(a_bare, DEVICELIST, payload=devices), "forbidden")
+
+    # Preconditions, item size, node names.
+    await expect_pubsub_error(
+        a["xep_0060"].publish(a_bare, DEVICELIST, id="current", payload=devices,
+                              options=publish_options(a, access_model="presence")),
+        "conflict", "precondition-not-met")
+    big = ET.Element("{urn:example:big}blob")
+    big.text = "x" * (150 * 1024)
+    await expect_pubsub_error(a["xep_0060"].publish(a_bare, "urn:example:big", payload=big),
+                              "not-acceptable", "payload-too-big")
+    await expect_pubsub_error(a["xep_0060"].publish(a_bare, "n" * 300, payload=devices), "not-acceptable")
+
+    # Stored, not just relayed: a new session of B reads it after A left.
+    a.disconnect()
+    b.disconnect()
+    b2 = pep_client(args.user2, args.password2, "b2", args, (DEVICELIST,))
+    await b2.start()
+    item_id, _ = await expect_event(b2, a_bare, DEVICELIST, args.timeout)
+    got = await b2["xep_0060"].get_items(a_bare, DEVICELIST)
+    print("OK pep device list, avatar %s, stranger access, preconditions, limits; last item %s on login"
+          % (avatar_id[:8], item_id), flush=True)
+    b2.disconnect()
+    c.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -385,6 +523,8 @@ def main():
     p.add_argument("--password")
     p.add_argument("--user2")
     p.add_argument("--password2")
+    p.add_argument("--user3")
+    p.add_argument("--password3")
     p.add_argument("--token")
     p.add_argument("--mech")
     p.add_argument("--expect", default="registered")
@@ -398,7 +538,8 @@ def main():
     fn = {"register": scenario_register, "login": scenario_login, "chat": scenario_chat,
           "carbons": scenario_carbons, "circle": scenario_circle, "limit": scenario_limit,
           "remote": scenario_remote, "mam": scenario_mam,
-          "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps}.get(args.scenario)
+          "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
+          "pep": scenario_pep}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

@@ -13,10 +13,12 @@ pub mod init;
 pub mod modules;
 pub mod onboarding;
 pub mod ops;
+pub mod pep;
 pub mod retention;
 pub mod router;
 pub mod routing;
 pub mod state;
+pub mod vcard;
 pub mod xml;
 
 use anyhow::Context;
@@ -89,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             None => data.turn_secret.clone(),
         }),
         sm: Default::default(),
+        pep: Default::default(),
         archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
         started: std::time::Instant::now(),
         config,

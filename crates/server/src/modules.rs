@@ -95,6 +95,7 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
             )
         }
         (true, crate::extdisco::NS_EXTDISCO) => crate::extdisco::services(state, iq),
+        (true, crate::vcard::NS_VCARD) => crate::vcard::server(state, iq),
         (_, NS_ROSTER) | (_, NS_REGISTER) | (_, NS_CARBONS) => account_iq(state, me, iq).await,
         _ => xml::error_reply(iq, "service-unavailable", None),
     }
@@ -103,12 +104,7 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
 /// The server's XEP-0115 capabilities: the `<c/>` element for stream features and the
 /// `node#ver` string its disco#info answers to. `None` only if hashing failed (never expected).
 pub fn server_caps(config: &snikket_config::Config) -> Option<(Element, String)> {
-    use xmpp_parsers::caps::{compute_disco, hash_caps};
-    use xmpp_parsers::disco::DiscoInfoResult;
-    use xmpp_parsers::hashes::Algo;
-    let info = DiscoInfoResult::try_from(server_disco(config, None)).ok()?;
-    let hash = hash_caps(&compute_disco(&info), Algo::Sha_1).ok()?;
-    let ver = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &hash.hash);
+    let ver = crate::pep::caps_ver(&server_disco(config, None), "sha-1")?;
     let c = el(
         "c",
         NS_CAPS,
@@ -189,68 +185,64 @@ pub async fn account_iq(state: &State, me: &Sender, iq: &Element) -> Element {
     if let Some(reply) = carbons(state, me, iq) {
         return reply;
     }
+    if let Some(reply) = crate::pep::owner_iq(state, me, iq).await {
+        return reply;
+    }
     match ns_of(iq).as_str() {
         NS_ROSTER if kind == "get" => roster_get(state, me, iq).await,
         NS_ROSTER if kind == "set" => roster_set(state, me, iq).await,
         NS_REGISTER if kind == "set" => register_set(state, me, iq).await,
         NS_PING if kind == "get" => xml::iq_result(iq, None),
-        NS_DISCO_INFO if kind == "get" => {
-            let q = el(
-                "query",
-                NS_DISCO_INFO,
-                &[],
-                vec![
-                    el(
-                        "identity",
-                        NS_DISCO_INFO,
-                        &[("category", "account"), ("type", "registered")],
-                        vec![],
-                    ),
-                    el(
-                        "feature",
-                        NS_DISCO_INFO,
-                        &[("var", crate::archive::NS_MAM)],
-                        vec![],
-                    ),
-                    el(
-                        "feature",
-                        NS_DISCO_INFO,
-                        &[("var", crate::archive::NS_SID)],
-                        vec![],
-                    ),
-                ],
-            );
-            xml::iq_result(iq, Some(q))
-        }
-        NS_DISCO_ITEMS if kind == "get" => {
-            xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], vec![])))
-        }
+        crate::vcard::NS_VCARD => crate::vcard::iq(state, me, &me.username, iq).await,
+        NS_DISCO_INFO if kind == "get" => xml::iq_result(iq, Some(account_disco(true))),
+        NS_DISCO_ITEMS if kind == "get" => account_items(state, &me.username, me, iq).await,
         _ => xml::error_reply(iq, "service-unavailable", None),
     }
 }
 
+/// disco#info of an account: what the server does on its behalf (archive and stanza ids for
+/// its owner, personal eventing for everyone).
+fn account_disco(owner: bool) -> Element {
+    let mut children = vec![
+        el(
+            "identity",
+            NS_DISCO_INFO,
+            &[("category", "account"), ("type", "registered")],
+            vec![],
+        ),
+        crate::pep::identity(),
+    ];
+    let mut features: Vec<&str> = crate::pep::FEATURES.to_vec();
+    features.extend([crate::vcard::NS_VCARD, "urn:xmpp:pep-vcard-conversion:0"]);
+    if owner {
+        features.extend([crate::archive::NS_MAM, crate::archive::NS_SID]);
+    }
+    for f in features {
+        children.push(el("feature", NS_DISCO_INFO, &[("var", f)], vec![]));
+    }
+    el("query", NS_DISCO_INFO, &[], children)
+}
+
+/// disco#items of an account: its PEP nodes the requester may see.
+async fn account_items(state: &State, owner: &str, me: &Sender, iq: &Element) -> Element {
+    let items = crate::pep::disco_items(state, owner, me).await;
+    xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], items)))
+}
+
 /// IQs to another local user's bare JID: answered by the server on their behalf.
-pub async fn contact_iq(state: &State, _me: &Sender, username: &str, iq: &Element) -> Element {
+pub async fn contact_iq(state: &State, me: &Sender, username: &str, iq: &Element) -> Element {
     match state.store.account(username).await {
         Ok(Some(_)) => {}
         _ => return xml::error_reply(iq, "service-unavailable", None),
     }
+    if let Some(reply) = crate::pep::contact_iq(state, me, username, iq).await {
+        return reply;
+    }
     match (iq.attr("type"), ns_of(iq).as_str()) {
         (Some("get"), NS_PING) => xml::iq_result(iq, None),
-        (Some("get"), NS_DISCO_INFO) => {
-            let q = el(
-                "query",
-                NS_DISCO_INFO,
-                &[],
-                vec![el(
-                    "identity",
-                    NS_DISCO_INFO,
-                    &[("category", "account"), ("type", "registered")],
-                    vec![],
-                )],
-            );
-            xml::iq_result(iq, Some(q))
-        }
+        (_, crate::vcard::NS_VCARD) => crate::vcard::iq(state, me, username, iq).await,
+        (Some("get"), NS_DISCO_INFO) => xml::iq_result(iq, Some(account_disco(false))),
+        (Some("get"), NS_DISCO_ITEMS) => account_items(state, username, me, iq).await,
         _ => xml::error_reply(iq, "service-unavailable", None),
     }
 }

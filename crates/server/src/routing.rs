@@ -152,6 +152,7 @@ async fn iq(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
         Target::Server | Target::Local { resource: None, .. }
             if matches!(kind, "result" | "error") =>
         {
+            crate::pep::iq_response(state, me, &stanza).await;
             Vec::new()
         }
         _ if kind == "set"
@@ -356,6 +357,9 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
         &me.resource,
         available.then(|| stanza.clone()),
     );
+    if !available {
+        state.pep.session_ended(&me.full);
+    }
     let roster = match state.store.roster(&me.username).await {
         Ok((items, _)) => items,
         Err(e) => {
@@ -406,6 +410,9 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
             );
         }
         deliver_offline(state, me).await;
+    }
+    if available {
+        crate::pep::presence(state, me, stanza).await;
     }
 }
 
@@ -608,6 +615,7 @@ pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
         let p = presence_el(Some("unavailable"), &me.full, &me.bare);
         broadcast(state, me, &p, false).await;
     }
+    state.pep.session_ended(&me.full);
     state
         .router
         .unregister(&me.username, &me.resource, session_id);

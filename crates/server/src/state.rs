@@ -30,6 +30,8 @@ pub struct State {
     pub turn_secret: Option<snikket_runtime::Secret<String>>,
     /// Sessions waiting to be resumed (XEP-0198).
     pub sm: crate::c2s::sm::Registry,
+    /// Personal eventing: sessions' notification interests.
+    pub pep: crate::pep::Pep,
     /// Batched archive writer.
     pub archiver: crate::archive::Archiver,
     /// Process start, for uptime.

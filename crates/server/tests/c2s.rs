@@ -944,3 +944,32 @@ fn server_capabilities_validate_with_slixmpp() {
     );
     assert!(ok && out.contains("OK caps "), "{out}");
 }
+
+#[test]
+fn personal_eventing_with_slixmpp() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    let t3 = s.invite(&[]);
+    s.registered("ivy", "purple ocean lantern", &t1);
+    s.registered("jon", "granite tulip saddle", &t2);
+    s.registered("kim", "velvet comet anchor", &t3);
+    let (ok, out) = s.client(
+        "pep",
+        &[
+            "--user",
+            "ivy",
+            "--password",
+            "purple ocean lantern",
+            "--user2",
+            "jon",
+            "--password2",
+            "granite tulip saddle",
+            "--user3",
+            "kim",
+            "--password3",
+            "velvet comet anchor",
+        ],
+    );
+    assert!(ok && out.contains("OK pep "), "{out}");
+}
