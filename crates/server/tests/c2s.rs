@@ -929,3 +929,20 @@ fn server_capabilities_validate_with_slixmpp() {
     );
     assert!(ok && out.contains("OK caps "), "{out}");
 }
+
+#[test]
+fn inactive_clients_get_presence_late_and_coalesced_but_messages_at_once() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    s.registered("nina", "correct horse battery", &t1);
+    s.registered("otto", "staple battery horse", &t2);
+    // Circle members are mutual contacts, so otto's presence goes to nina.
+    let (ok, out) = s.two_users(
+        "csi",
+        ("nina", "correct horse battery"),
+        ("otto", "staple battery horse"),
+    );
+    assert!(ok && out.contains("OK csi "), "{out}");
+    println!("{}", out.lines().next().unwrap_or_default());
+}
