@@ -510,6 +510,87 @@ async def scenario_pep(args):
           % (avatar_id[:8], item_id), flush=True)
     b2.disconnect()
     c.disconnect()
+async def scenario_csi(args):
+    """XEP-0352: while a is inactive, b's presence changes are held back and coalesced; a message
+    with a body is delivered at once, after the latest held presence; <active/> flushes."""
+    a = Client("%s@%s/phone" % (args.user, args.domain), args.password, args)
+    a.register_plugin("xep_0352")
+    a.register_plugin("xep_0085")
+    b = Client("%s@%s/desk" % (args.user2, args.domain), args.password2, args)
+    log = []
+    a.add_event_handler("presence", lambda p: log.append(("presence", p["from"].full, p["status"])))
+    # slixmpp's "message" event is only for messages with a body.
+    a.add_event_handler("message", lambda m: log.append(("message", m["from"].full, m["body"])))
+    a.add_event_handler("chatstate", lambda m: log.append(("chatstate", m["from"].full, m["chat_state"])))
+    await a.start()
+    if not a["xep_0352"].enabled:
+        fail("no csi in the stream features")
+    await b.start()
+    bfull = b.boundjid.full
+    await expect(a.presences, lambda p: p["from"].full == bfull, args.timeout, "b's initial presence at a")
+
+    def from_b(mark):
+        return [(kind, what) for kind, frm, what in log[mark:] if frm == bfull]
+
+    async def settled(client):
+        # In-order processing (XEP-0352 §5.1): once this answer is back, the server has handled
+        # everything the client sent before, and a has read everything written before it.
+        await client["xep_0199"].ping(jid=args.domain, timeout=args.timeout)
+
+    def chat_state(state):
+        m = b.make_message(mto=a.boundjid.bare, mtype="chat")
+        m.append(ET.Element("{http://jabber.org/protocol/chatstates}%s" % state))
+        m.send()
+
+    # 1. Inactive: presence is held; a body is delivered at once, after the latest presence only.
+    a["xep_0352"].send_inactive()
+    await settled(a)
+    mark = len(log)
+    shows = ["away", "xa", "dnd", "chat", "away"]
+    for i, show in enumerate(shows):
+        b.send_presence(pshow=show, pstatus="s%d" % i)
+    await settled(b)
+    await asyncio.sleep(1.0)
+    if from_b(mark):
+        fail("delivered to an inactive client: %r" % from_b(mark))
+    b.send_message(mto=a.boundjid.bare, mbody="wake up", mtype="chat")
+    await expect(a.messages, lambda m: m["body"] == "wake up", args.timeout, "message at inactive a")
+    got = from_b(mark)
+    if got != [("presence", "s4"), ("message", "wake up")]:
+        fail("before the message a got %r, wanted only the latest presence" % got)
+    inactive_sent, inactive_got = len(shows), 1
+
+    # 2. Still inactive: presence and chat states are held and coalesced until <active/>.
+    mark = len(log)
+    b.send_presence(pshow="dnd", pstatus="s5")
+    b.send_presence(pshow="xa", pstatus="s6")
+    chat_state("composing")
+    chat_state("paused")
+    await settled(b)
+    await asyncio.sleep(1.0)
+    if from_b(mark):
+        fail("delivered to an inactive client: %r" % from_b(mark))
+    a["xep_0352"].send_active()
+    await settled(a)
+    got = from_b(mark)
+    if got != [("presence", "s6"), ("chatstate", "paused")]:
+        fail("<active/> flushed %r" % got)
+    inactive_sent += 2
+    inactive_got += 1
+
+    # 3. Active again: every change is delivered (the traffic CSI saves).
+    mark = len(log)
+    for i, show in enumerate(shows):
+        b.send_presence(pshow=show, pstatus="t%d" % i)
+    b.send_message(mto=a.boundjid.bare, mbody="done", mtype="chat")
+    await expect(a.messages, lambda m: m["body"] == "done", args.timeout, "message at active a")
+    active_got = len([k for k, _ in from_b(mark) if k == "presence"])
+    if active_got != len(shows):
+        fail("active a got %d of %d presences: %r" % (active_got, len(shows), from_b(mark)))
+    print("OK csi presences of b at a: inactive %d sent, %d delivered; active %d sent, %d delivered"
+          % (inactive_sent, inactive_got, len(shows), active_got), flush=True)
+    a.disconnect()
+    b.disconnect()
 
 
 def main():
@@ -539,7 +620,7 @@ def main():
           "carbons": scenario_carbons, "circle": scenario_circle, "limit": scenario_limit,
           "remote": scenario_remote, "mam": scenario_mam,
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
-          "pep": scenario_pep}.get(args.scenario)
+          "pep": scenario_pep, "csi": scenario_csi}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

@@ -196,7 +196,7 @@ pub async fn query(state: &State, me: &Sender, iq: &Element) -> Vec<Element> {
             &[("id", &m.stanza_id)],
             vec![el(
                 "forwarded",
-                "urn:xmpp:forward:0",
+                crate::xml::NS_FORWARD,
                 &[],
                 vec![
                     el(

@@ -5,6 +5,7 @@
 //! binding; the bound session (`session`) then routes stanzas through `router`.
 
 pub mod conn;
+pub mod csi;
 pub mod listener;
 pub mod negotiate;
 pub mod register;

@@ -82,26 +82,22 @@ async fn remote_refusal(state: &State, me: &Sender, stanza: &Element) -> Element
     xml::error_reply(stanza, "remote-server-not-found", None)
 }
 
-const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+/// `urn:xmpp:carbons:2`.
+pub const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 
 /// Whether a message is copied by Message Carbons (XEP-0280 §6): chat messages that did not ask
 /// to stay private.
 fn carbon_eligible(stanza: &Element) -> bool {
     stanza.attr("type") == Some("chat")
         && !stanza.has_child("private", NS_CARBONS)
-        && !stanza.has_child("no-copy", "urn:xmpp:hints")
+        && !stanza.has_child("no-copy", xml::NS_HINTS)
         && !stanza.has_child("received", NS_CARBONS)
         && !stanza.has_child("sent", NS_CARBONS)
 }
 
 /// `<message><sent|received><forwarded>original</forwarded></…></message>` for one resource.
 fn carbon(kind: &str, bare: &str, to_full: &str, original: &Element) -> Element {
-    let forwarded = el(
-        "forwarded",
-        "urn:xmpp:forward:0",
-        &[],
-        vec![original.clone()],
-    );
+    let forwarded = el("forwarded", xml::NS_FORWARD, &[], vec![original.clone()]);
     el(
         "message",
         NS_CLIENT,

@@ -7,6 +7,10 @@ use rxml::{Namespace, NcName};
 pub const NS_CLIENT: &str = "jabber:client";
 /// `urn:ietf:params:xml:ns:xmpp-stanzas`.
 pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// `urn:xmpp:forward:0` (XEP-0297 stanza forwarding, inside carbons and archive results).
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+/// `urn:xmpp:hints` (XEP-0334 message processing hints).
+pub const NS_HINTS: &str = "urn:xmpp:hints";
 
 fn nc(name: &str) -> Option<NcName> {
     NcName::try_from(name).ok()

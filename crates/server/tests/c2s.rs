@@ -118,6 +118,23 @@ impl Server {
         (out.status.success(), format!("{stdout}\n{stderr}"))
     }
 
+    /// Runs a scenario for two users, each given as (name, password).
+    fn two_users(&self, scenario: &str, a: (&str, &str), b: (&str, &str)) -> (bool, String) {
+        self.client(
+            scenario,
+            &[
+                "--user",
+                a.0,
+                "--password",
+                a.1,
+                "--user2",
+                b.0,
+                "--password2",
+                b.1,
+            ],
+        )
+    }
+
     fn register(&self, user: &str, password: &str, token: &str) -> (bool, String) {
         // `--token=` keeps a token that starts with '-' (base64url) from looking like an option.
         let token = format!("--token={token}");
@@ -236,18 +253,10 @@ fn two_users_subscribe_chat_and_get_offline_messages() {
     let t2 = s.invite(&[]);
     s.registered("carol", "correct horse battery", &t1);
     s.registered("dave", "staple battery horse", &t2);
-    let (ok, out) = s.client(
+    let (ok, out) = s.two_users(
         "chat",
-        &[
-            "--user",
-            "carol",
-            "--password",
-            "correct horse battery",
-            "--user2",
-            "dave",
-            "--password2",
-            "staple battery horse",
-        ],
+        ("carol", "correct horse battery"),
+        ("dave", "staple battery horse"),
     );
     assert!(ok, "{out}");
 }
@@ -276,18 +285,10 @@ fn carbons_circles_session_limit_and_limited_users() {
         ],
     );
     assert!(ok, "{out}");
-    let (ok, out) = s.client(
+    let (ok, out) = s.two_users(
         "carbons",
-        &[
-            "--user",
-            "fern",
-            "--password",
-            "correct horse battery",
-            "--user2",
-            "gus",
-            "--password2",
-            "staple battery horse",
-        ],
+        ("fern", "correct horse battery"),
+        ("gus", "staple battery horse"),
     );
     assert!(ok, "{out}");
     // SNIKKET_MAX_USER_CLIENTS=3 in this server: the 4th session is closed.
@@ -329,18 +330,10 @@ fn archive_query_with_paging() {
     let t2 = s.invite(&[]);
     s.registered("ivy", "correct horse battery", &t1);
     s.registered("jon", "staple battery horse", &t2);
-    let (ok, out) = s.client(
+    let (ok, out) = s.two_users(
         "mam",
-        &[
-            "--user",
-            "ivy",
-            "--password",
-            "correct horse battery",
-            "--user2",
-            "jon",
-            "--password2",
-            "staple battery horse",
-        ],
+        ("ivy", "correct horse battery"),
+        ("jon", "staple battery horse"),
     );
     assert!(
         ok && out.contains("OK archive returned 5 messages in 3 pages"),
@@ -355,18 +348,10 @@ fn stream_management_resumes_after_the_tcp_connection_dies() {
     let t2 = s.invite(&[]);
     s.registered("kim", "correct horse battery", &t1);
     s.registered("lou", "staple battery horse", &t2);
-    let (ok, out) = s.client(
+    let (ok, out) = s.two_users(
         "resume",
-        &[
-            "--user",
-            "kim",
-            "--password",
-            "correct horse battery",
-            "--user2",
-            "lou",
-            "--password2",
-            "staple battery horse",
-        ],
+        ("kim", "correct horse battery"),
+        ("lou", "staple battery horse"),
     );
     assert!(ok && out.contains("OK resumed without loss"), "{out}");
 }
@@ -972,4 +957,21 @@ fn personal_eventing_with_slixmpp() {
         ],
     );
     assert!(ok && out.contains("OK pep "), "{out}");
+}
+
+#[test]
+fn inactive_clients_get_presence_late_and_coalesced_but_messages_at_once() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    s.registered("nina", "correct horse battery", &t1);
+    s.registered("otto", "staple battery horse", &t2);
+    // Circle members are mutual contacts, so otto's presence goes to nina.
+    let (ok, out) = s.two_users(
+        "csi",
+        ("nina", "correct horse battery"),
+        ("otto", "staple battery horse"),
+    );
+    assert!(ok && out.contains("OK csi "), "{out}");
+    println!("{}", out.lines().next().unwrap_or_default());
 }

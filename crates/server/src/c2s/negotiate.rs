@@ -522,6 +522,7 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
             ),
             el("ver", "urn:xmpp:features:rosterver", &[], vec![]),
             el("sm", crate::c2s::sm::NS_SM, &[], vec![]),
+            el("csi", crate::c2s::csi::NS_CSI, &[], vec![]),
             limits_feature(),
         ]
         .into_iter()

@@ -1,8 +1,11 @@
 //! A bound client session: one task that reads the client's stanzas and writes what the router
 //! sends it, until either side closes or the server shuts down. With stream management
-//! (XEP-0198) the task outlives a dropped connection and can continue on a new one.
+//! (XEP-0198) the task outlives a dropped connection and can continue on a new one. With Client
+//! State Indication (XEP-0352, `c2s::csi`) stanzas for an inactive client are held back; held
+//! stanzas follow sent ones: counted for resumption, or saved offline at the end.
 
 use crate::c2s::conn::{Conn, ConnError};
+use crate::c2s::csi::{CsiBuffer, NS_CSI};
 use crate::c2s::negotiate::Bound;
 use crate::c2s::sm::{Counters, Resumption, HIBERNATION, NS_SM};
 use crate::router::Outbound;
@@ -59,6 +62,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
     let mut conn: Option<Conn<Tls>> = Some(conn);
     let mut sm: Option<Sm> = None;
     let mut close = None;
+    let mut csi = CsiBuffer::default();
     loop {
         let step = match conn.as_mut() {
             Some(c) => {
@@ -71,7 +75,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                         if let (Some(r), Some(s)) = (r, sm.as_mut()) {
                             // The client resumed on a new connection while this one looked alive.
                             c.close().await;
-                            match take_over(r, s, &state, &username).await {
+                            match take_over(r, s, &mut csi, &state, &username).await {
                                 Some(newc) => { *c = newc; }
                                 None => { conn = None; }
                             }
@@ -79,11 +83,14 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                         Step::Continue
                     }
                     out = rx.recv() => match out {
-                        Some(Outbound::Stanza(el)) => write(c, &mut sm, el).await,
+                        Some(Outbound::Stanza(el)) => {
+                            let now = csi.push(el);
+                            write_all(c, &mut sm, &mut csi, now).await
+                        }
                         Some(Outbound::Close(condition, text)) => Step::End(Some((condition, text))),
                         None => Step::End(None),
                     },
-                    ev = c.next_within(IDLE_LIMIT) => read(c, ev, &state, &me, &mut sm).await,
+                    ev = c.next_within(IDLE_LIMIT) => read(c, ev, &state, &me, &mut sm, &mut csi).await,
                 }
             }
             None => {
@@ -92,7 +99,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                     _ = shutdown.cancelled() => Step::End(None),
                     r = resumed(&mut s.resume_rx) => match r {
                         Some(r) => {
-                            conn = take_over(r, s, &state, &username).await;
+                            conn = take_over(r, s, &mut csi, &state, &username).await;
                             Step::Continue
                         }
                         None => Step::End(None),
@@ -112,6 +119,12 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
             Step::Continue => {}
             Step::Lost => {
                 conn = None;
+                if let Some(s) = sm.as_mut() {
+                    // Held stanzas queue behind the sent ones, to be resent on resumption.
+                    for el in csi.reset() {
+                        s.counters.sent(el);
+                    }
+                }
                 if sm.as_ref().is_some_and(|s| s.resume_rx.is_some()) {
                     tracing::debug!(jid = %me.full, "connection lost; hibernating");
                     continue;
@@ -130,11 +143,15 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
             None => c.close().await,
         }
     }
+    let mut unsent = std::collections::VecDeque::new();
     if let Some(s) = sm {
         state.sm.remove(&s.id);
         // Whatever the client never acknowledged is kept for its next login.
-        save_unacked(&state, &username, s.counters.unacked).await;
+        unsent = s.counters.unacked;
     }
+    // Then what CSI held back and never sent.
+    unsent.extend(csi.reset());
+    save_unacked(&state, &username, unsent).await;
     // Stanzas queued for this session but never written.
     rx.close();
     let mut left = Vec::new();
@@ -163,8 +180,19 @@ async fn save_unacked(state: &State, username: &str, stanzas: std::collections::
     }
 }
 
-async fn take_over(r: Resumption, s: &mut Sm, state: &State, username: &str) -> Option<Conn<Tls>> {
+async fn take_over(
+    r: Resumption,
+    s: &mut Sm,
+    csi: &mut CsiBuffer,
+    state: &State,
+    username: &str,
+) -> Option<Conn<Tls>> {
     let Resumption { mut conn, h } = r;
+    // Held stanzas are resent after the unacknowledged ones; a resumed stream starts active
+    // (XEP-0352 §5.2).
+    for el in csi.reset() {
+        s.counters.sent(el);
+    }
     if !s.counters.ack(h) {
         conn.fail(
             "undefined-condition",
@@ -207,15 +235,69 @@ async fn write(c: &mut Conn<Tls>, sm: &mut Option<Sm>, el_out: Element) -> Step 
     Step::Continue
 }
 
+/// Writes `stanzas` in order. When the connection is lost midway, what was not written goes
+/// back to the front of the CSI buffer, which the session then treats like held stanzas.
+async fn write_all(
+    c: &mut Conn<Tls>,
+    sm: &mut Option<Sm>,
+    csi: &mut CsiBuffer,
+    stanzas: Vec<Element>,
+) -> Step {
+    let mut it = stanzas.into_iter();
+    while let Some(el_out) = it.next() {
+        if let Step::Lost = write(c, sm, el_out).await {
+            csi.restore(it.collect());
+            return Step::Lost;
+        }
+    }
+    Step::Continue
+}
+
+/// A CSI nonza (`<active/>`, `<inactive/>`): not a stanza, so stream management does not
+/// count it.
+async fn client_state(
+    c: &mut Conn<Tls>,
+    element: &Element,
+    me: &Sender,
+    sm: &mut Option<Sm>,
+    csi: &mut CsiBuffer,
+) -> Step {
+    match element.name() {
+        "active" => {
+            let held = csi.set_active();
+            tracing::debug!(jid = %me.full, held = held.len(), superseded = csi.superseded, "client active");
+            write_all(c, sm, csi, held).await
+        }
+        "inactive" => {
+            csi.set_inactive();
+            tracing::debug!(jid = %me.full, "client inactive");
+            Step::Continue
+        }
+        _ => Step::End(Some(("unsupported-stanza-type", None))),
+    }
+}
+
 async fn read(
     c: &mut Conn<Tls>,
     ev: Result<Event, ConnError>,
     state: &Arc<State>,
     me: &Sender,
     sm: &mut Option<Sm>,
+    csi: &mut CsiBuffer,
 ) -> Step {
     match ev {
         Ok(Event::Stanza { mut element, .. }) => {
+            if element.ns() == NS_CSI {
+                return client_state(c, &element, me, sm, csi).await;
+            }
+            if !csi.is_empty() {
+                // The client is sending, so its radio is on: a good moment for what was held.
+                let held = csi.flush();
+                tracing::debug!(jid = %me.full, held = held.len(), "csi flush on client activity");
+                if let Step::Lost = write_all(c, sm, csi, held).await {
+                    return Step::Lost;
+                }
+            }
             if element.ns() == NS_SM {
                 return stream_management(c, &element, state, me, sm).await;
             }
@@ -228,12 +310,8 @@ async fn read(
             }
             // The server stamps `from`: a client can never speak for someone else.
             xml::set_attr(&mut element, "from", &me.full);
-            for reply in routing::from_client(state, me, element).await {
-                if let Step::Lost = write(c, sm, reply).await {
-                    return Step::Lost;
-                }
-            }
-            Step::Continue
+            let replies = routing::from_client(state, me, element).await;
+            write_all(c, sm, csi, replies).await
         }
         Ok(Event::StreamClose) => {
             // A clean close ends the session for good (no hibernation).
