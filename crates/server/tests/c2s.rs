@@ -944,3 +944,45 @@ fn server_capabilities_validate_with_slixmpp() {
     );
     assert!(ok && out.contains("OK caps "), "{out}");
 }
+
+#[test]
+fn blocking_refuses_both_ways_until_unblocked_and_reports_reach_admins() {
+    let s = start();
+    let t1 = s.invite(&["--admin"]);
+    let t2 = s.invite(&[]);
+    s.registered("jade", "correct horse battery", &t1);
+    s.registered("kurt", "staple battery horse", &t2);
+    let (ok, out) = s.client(
+        "block",
+        &[
+            "--user",
+            "jade",
+            "--password",
+            "correct horse battery",
+            "--user2",
+            "kurt",
+            "--password2",
+            "staple battery horse",
+        ],
+    );
+    assert!(ok && out.contains("OK blocked"), "{out}");
+}
+
+#[test]
+fn private_xml_storage_survives_reconnecting() {
+    let s = start();
+    let t = s.invite(&[]);
+    s.registered("lena", "correct horse battery", &t);
+    let (ok, out) = s.client(
+        "private",
+        &[
+            "--user",
+            "lena",
+            "--password",
+            "correct horse battery",
+            "--user2",
+            "nobody",
+        ],
+    );
+    assert!(ok && out.contains("OK private storage kept green"), "{out}");
+}
