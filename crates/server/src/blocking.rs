@@ -64,6 +64,13 @@ impl Blocklists {
         Ok(map.entry(username.to_string()).or_insert(loaded).clone())
     }
 
+    /// Drops the cached list of `username`, so that the next check reads the store (at every
+    /// login: the account may have been deleted and created again meanwhile).
+    pub fn forget(&self, username: &str) {
+        let mut map = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(username);
+    }
+
     /// Applies `change` in the store, then caches the committed list. Returns (before, after).
     async fn change(
         &self,
@@ -457,6 +464,32 @@ mod tests {
         // The stored form is what jid::Jid prints; a differently cased address still matches.
         let stored = jid("Eve@Evil.Example").to_bare().to_string();
         assert!(matches(&list(&[&stored]), &jid("eve@evil.example/x")));
+    }
+
+    #[tokio::test]
+    async fn the_cache_serves_checks_until_a_change_or_a_login() {
+        let dir = snikket_testkit::temp_dir();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = Store::open_url(&url).await.unwrap();
+        store
+            .create_account("alice", Role::Normal, &[], None)
+            .await
+            .unwrap();
+        let cache = Blocklists::default();
+        let eve = jid("eve@evil.example/x");
+        assert!(!matches(&cache.of(&store, "alice").await.unwrap(), &eve));
+        let jids = vec!["evil.example".to_string()];
+        let (before, after) = cache
+            .change(&store, "alice", Change::Block(&jids))
+            .await
+            .unwrap();
+        assert!(!matches(&before, &eve) && matches(&after, &eve));
+        // Written behind the cache's back (as a deleted and recreated account would be).
+        store.unblock_all("alice").await.unwrap();
+        assert!(matches(&cache.of(&store, "alice").await.unwrap(), &eve));
+        cache.forget("alice");
+        assert!(!matches(&cache.of(&store, "alice").await.unwrap(), &eve));
+        store.close().await;
     }
 
     fn msg(kind: &str) -> Element {
