@@ -47,6 +47,8 @@ class Client(slixmpp.ClientXMPP):
         self.failed = asyncio.get_event_loop().create_future()
         self.messages = asyncio.Queue()
         self.presences = asyncio.Queue()
+        self.unavailable = asyncio.Queue()
+        self.errors = asyncio.Queue()
         self.subscriptions = asyncio.Queue()
         self.mechanism = None
         self.register_plugin("xep_0030")
@@ -55,6 +57,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_auth", lambda e: self._fail("auth failed"))
         self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
         self.add_event_handler("presence_available", lambda p: self.presences.put_nowait(p))
+        self.add_event_handler("presence_unavailable", lambda p: self.unavailable.put_nowait(p))
+        self.add_event_handler("message_error", lambda m: self.errors.put_nowait(m))
         self.add_event_handler("presence_subscribe", lambda p: self.subscriptions.put_nowait(p))
         self.add_event_handler("auth_success", self._auth_success)
 
@@ -140,6 +144,17 @@ async def expect(queue, pred, timeout, what):
         fail("timed out waiting for " + what)
 
 
+async def subscribe_both(a, b, args):
+    """Mutual presence subscription between two online clients."""
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    await expect(b.subscriptions, lambda p: p["from"].bare == a.boundjid.bare, args.timeout, "subscribe at b")
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribed")
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
+    await expect(a.subscriptions, lambda p: p["from"].bare == b.boundjid.bare, args.timeout, "subscribe at a")
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribed")
+    await expect(a.presences, lambda p: p["from"].bare == b.boundjid.bare, args.timeout, "b's presence at a")
+
+
 async def scenario_register(args):
     r = Registrar("%s@%s" % (args.user, args.domain), args.password, args)
     outcome = await r.run()
@@ -164,14 +179,7 @@ async def scenario_chat(args):
     b = Client("%s@%s/b" % (args.user2, args.domain), args.password2, args)
     await a.start()
     await b.start()
-    # Subscription both ways.
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
-    await expect(b.subscriptions, lambda p: p["from"].bare == a.boundjid.bare, args.timeout, "subscribe at b")
-    b.send_presence(pto=a.boundjid.bare, ptype="subscribed")
-    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
-    await expect(a.subscriptions, lambda p: p["from"].bare == b.boundjid.bare, args.timeout, "subscribe at a")
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribed")
-    await expect(a.presences, lambda p: p["from"].bare == b.boundjid.bare, args.timeout, "b's presence at a")
+    await subscribe_both(a, b, args)
     await a.get_roster()
     # The server may answer "unchanged" to a versioned request; the client roster has the pushes.
     sub = a.client_roster[b.boundjid.bare]["subscription"]
@@ -591,6 +599,224 @@ async def scenario_csi(args):
           % (inactive_sent, inactive_got, len(shows), active_got), flush=True)
     a.disconnect()
     b.disconnect()
+async def iq_error(iq, args):
+    """Sends an IQ that must fail; returns the error stanza."""
+    try:
+        await iq.send(timeout=args.timeout)
+    except slixmpp.exceptions.IqError as e:
+        return e.iq
+    fail("no error for %s" % iq)
+
+
+async def blocklist(c, args):
+    resp = await c["xep_0191"].get_blocked(timeout=args.timeout)
+    return {str(j) for j in resp["blocklist"]["items"]}
+
+
+async def not_received(queue, body, wait):
+    """Fails if a message with `body` is (or arrives within `wait` seconds) in `queue`."""
+    await asyncio.sleep(wait)
+    while not queue.empty():
+        m = queue.get_nowait()
+        if m["body"] == body:
+            fail("a blocked message arrived: %r" % body)
+
+
+def blocking_iq(c, name, items, report=None):
+    """A raw XEP-0191 set; `report` adds a XEP-0377 v1 spam report with that text to each item."""
+    iq = c.make_iq_set()
+    payload = ET.Element("{urn:xmpp:blocking}" + name)
+    for jid in items:
+        item = ET.SubElement(payload, "{urn:xmpp:blocking}item", {"jid": jid})
+        if report is not None:
+            r = ET.SubElement(item, "{urn:xmpp:reporting:1}report", {"reason": "urn:xmpp:reporting:spam"})
+            ET.SubElement(r, "{urn:xmpp:reporting:1}text").text = report
+    iq.append(payload)
+    return iq
+
+
+async def scenario_block(args):
+    """XEP-0191 with slixmpp's plugin: user (an admin) blocks user2, then unblocks; a report."""
+    a = Client("%s@%s/a" % (args.user, args.domain), args.password, args)
+    b = Client("%s@%s/b" % (args.user2, args.domain), args.password2, args)
+    a.register_plugin("xep_0191")
+    await a.start()
+    await b.start()
+    await subscribe_both(a, b, args)
+    info = await a["xep_0030"].get_info(jid=args.domain, timeout=args.timeout)
+    if "urn:xmpp:blocking" not in info["disco_info"]["features"]:
+        fail("the server does not announce urn:xmpp:blocking")
+    if await blocklist(a, args):
+        fail("a fresh blocklist is not empty")
+    pushes = asyncio.Queue()
+    a.add_event_handler("blocked", lambda iq: pushes.put_nowait(iq))
+    a.add_event_handler("unblocked", lambda iq: pushes.put_nowait(iq))
+    bare_b = b.boundjid.bare
+    await a["xep_0191"].block(slixmpp.JID(bare_b), timeout=args.timeout)
+    await expect(pushes, lambda iq: iq["block"]["items"] == {slixmpp.JID(bare_b)}, args.timeout, "block push")
+    # b saw a's presence; now a looks offline to b (XEP-0191 §3.3).
+    await expect(b.unavailable, lambda p: p["from"].bare == a.boundjid.bare, args.timeout, "unavailable at b")
+    if await blocklist(a, args) != {bare_b}:
+        fail("blocklist after block: %r" % await blocklist(a, args))
+    # b -> a: refused like an absent user, never delivered.
+    b.send_message(mto=a.boundjid.bare, mbody="from blocked b", mtype="chat")
+    err = await expect(b.errors, lambda m: True, args.timeout, "error for b's message")
+    if err["error"]["condition"] != "service-unavailable":
+        fail("b's message to a blocker got %s" % err["error"]["condition"])
+    await not_received(a.messages, "from blocked b", 0.5)
+    # a -> b: a is told it blocked b (XEP-0191 not-acceptable + <blocked/>).
+    a.send_message(mto=bare_b, mbody="to blocked b", mtype="chat")
+    err = await expect(a.errors, lambda m: True, args.timeout, "error for a's message")
+    if err["error"]["condition"] != "not-acceptable" or \
+            err.xml.find(".//{urn:xmpp:blocking:errors}blocked") is None:
+        fail("a's message to a blocked contact: %s" % err)
+    await not_received(b.messages, "to blocked b", 0.5)
+    # Bad requests.
+    e = await iq_error(blocking_iq(a, "block", []), args)
+    if e["error"]["condition"] != "bad-request":
+        fail("empty block gave %s" % e["error"]["condition"])
+    e = await iq_error(blocking_iq(a, "block", ["@evil.example"]), args)
+    if e["error"]["condition"] != "jid-malformed":
+        fail("malformed jid gave %s" % e["error"]["condition"])
+    # Unblock: presence comes back and messages go through.
+    while not b.presences.empty():
+        b.presences.get_nowait()
+    await a["xep_0191"].unblock(slixmpp.JID(bare_b), timeout=args.timeout)
+    await expect(pushes, lambda iq: iq["unblock"]["items"] == {slixmpp.JID(bare_b)}, args.timeout,
+                 "unblock push")
+    await expect(b.presences, lambda p: p["from"].bare == a.boundjid.bare, args.timeout, "presence again at b")
+    if await blocklist(a, args):
+        fail("blocklist after unblock: %r" % await blocklist(a, args))
+    b.send_message(mto=a.boundjid.bare, mbody="after unblock", mtype="chat")
+    await expect(a.messages, lambda m: m["body"] == "after unblock", args.timeout, "message after unblock")
+    # A spam report inside a block reaches the admins (a is one) as a message from the server.
+    await blocking_iq(a, "block", [bare_b], report="sent me spam").send(timeout=args.timeout)
+    note = await expect(a.messages, lambda m: m["from"].full == args.domain, args.timeout,
+                        "report notice")
+    want = "%s reported spam from %s: sent me spam" % (a.boundjid.bare, bare_b)
+    if note["body"] != want:
+        fail("report notice %r, want %r" % (note["body"], want))
+    await blocking_iq(a, "unblock", []).send(timeout=args.timeout)
+    if await blocklist(a, args):
+        fail("unblock all left %r" % await blocklist(a, args))
+    print("OK blocked, refused both ways, unblocked, report forwarded", flush=True)
+    a.disconnect()
+    b.disconnect()
+
+
+def private_iq(c, kind, child, to=None):
+    iq = c.make_iq_set(ito=to) if kind == "set" else c.make_iq_get(ito=to)
+    q = ET.Element("{jabber:iq:private}query")
+    q.append(child)
+    iq.append(q)
+    return iq
+
+
+async def scenario_private(args):
+    """XEP-0049 with slixmpp's plugin: store, read back after reconnecting, refusals."""
+    from slixmpp.xmlstream import ElementBase
+
+    class Prefs(ElementBase):
+        name = "prefs"
+        namespace = "urn:example:prefs"
+        plugin_attrib = "prefs"
+        interfaces = {"color"}
+        sub_interfaces = interfaces
+
+    def client(resource):
+        c = Client("%s@%s/%s" % (args.user, args.domain, resource), args.password, args)
+        c.register_plugin("xep_0049")
+        c["xep_0049"].register(Prefs)
+        return c
+
+    a = client("one")
+    await a.start()
+    empty = await a["xep_0049"].retrieve("prefs", timeout=args.timeout)
+    if empty["private"]["prefs"]["color"]:
+        fail("fresh storage is not empty: %s" % empty)
+    prefs = Prefs()
+    prefs["color"] = "green"
+    await a["xep_0049"].store(prefs, timeout=args.timeout)
+    e = await iq_error(private_iq(a, "set", ET.Element("{jabber:client}x")), args)
+    if e["error"]["condition"] != "not-acceptable":
+        fail("reserved namespace gave %s" % e["error"]["condition"])
+    other = "%s@%s" % (args.user2, args.domain)
+    e = await iq_error(private_iq(a, "get", ET.Element("{urn:example:prefs}prefs"), to=other), args)
+    if e["error"]["condition"] != "forbidden":
+        fail("another user's storage gave %s" % e["error"]["condition"])
+    a.disconnect()
+    await asyncio.sleep(0.3)
+    a2 = client("two")
+    await a2.start()
+    back = await a2["xep_0049"].retrieve("prefs", timeout=args.timeout)
+    if back["private"]["prefs"]["color"] != "green":
+        fail("after reconnecting: %s" % back)
+    print("OK private storage kept %s" % back["private"]["prefs"]["color"], flush=True)
+    a2.disconnect()
+
+
+BOOKMARKS2 = "urn:xmpp:bookmarks:1"
+
+
+async def legacy_rooms(client):
+    """Rooms in the XEP-0048 bookmarks kept in private storage (XEP-0049): jid -> (name, autojoin)."""
+    got = await client["xep_0048"].get_bookmarks(method="xep_0049")
+    return {str(c["jid"]): (c["name"], c["autojoin"]) for c in got["private"]["bookmarks"]["conferences"]}
+
+
+async def modern_rooms(client, bare):
+    """Rooms in the XEP-0402 PEP node: jid -> (name, autojoin)."""
+    got = await client["xep_0060"].get_items(bare, BOOKMARKS2)
+    rooms = {}
+    for item in got["pubsub"]["items"]:
+        conf = item.xml.find("{%s}conference" % BOOKMARKS2)
+        rooms[item["id"]] = (conf.get("name"), conf.get("autojoin") in ("true", "1"))
+    return rooms
+
+
+async def scenario_bookmarks(args):
+    """XEP-0402 with XEP-0048 compatibility: bookmarks set in one format are read in the other."""
+    bare = "%s@%s" % (args.user, args.domain)
+    family, club = "family@groups." + args.domain, "club@groups." + args.domain
+    a = pep_client(args.user, args.password, "legacy", args, (BOOKMARKS2,))
+    a.register_plugin("xep_0048")
+    a.register_plugin("xep_0049")
+    await a.start()
+    info = await a["xep_0030"].get_info(jid=bare)
+    if "urn:xmpp:bookmarks:1#compat" not in info["disco_info"]["features"]:
+        fail("no urn:xmpp:bookmarks:1#compat on the account")
+    from slixmpp.plugins.xep_0048.stanza import Bookmarks
+    bm = Bookmarks()
+    bm.add_conference(family, "ivy", name="Family", autojoin=True)
+    await a["xep_0048"].set_bookmarks(bm, method="xep_0049")
+    modern = await modern_rooms(a, bare)
+    if modern != {family: ("Family", True)}:
+        fail("XEP-0048 set, XEP-0402 read: %r" % modern)
+    # A XEP-0402 client adds a room, with the publish-options the XEP prescribes.
+    conf = ET.Element("{%s}conference" % BOOKMARKS2, name="Book club", autojoin="false")
+    ET.SubElement(conf, "{%s}nick" % BOOKMARKS2).text = "ivy"
+    await a["xep_0060"].publish(bare, BOOKMARKS2, id=club, payload=conf,
+                                options=publish_options(a, persist_items="true", max_items="max",
+                                                        send_last_published_item="never",
+                                                        access_model="whitelist"))
+    await expect_event(a, bare, BOOKMARKS2, args.timeout)
+    legacy = await legacy_rooms(a)
+    if legacy != {family: ("Family", True), club: ("Book club", False)}:
+        fail("XEP-0402 set, XEP-0048 read: %r" % legacy)
+    # Removing a room in the legacy list retracts its item.
+    bm = Bookmarks()
+    bm.add_conference(club, "ivy", name="Book club", autojoin=False)
+    await a["xep_0048"].set_bookmarks(bm, method="xep_0049")
+    modern = await modern_rooms(a, bare)
+    if modern != {club: ("Book club", False)}:
+        fail("legacy removal not reflected: %r" % modern)
+    # Bookmarks are the owner's alone (whitelist node).
+    b = pep_client(args.user2, args.password2, "b", args)
+    await b.start()
+    await expect_pubsub_error(b["xep_0060"].get_items(bare, BOOKMARKS2), "not-allowed", "closed-node")
+    print("OK bookmarks both ways: %s" % sorted(modern), flush=True)
+    a.disconnect()
+    b.disconnect()
 
 
 def main():
@@ -620,7 +846,8 @@ def main():
           "carbons": scenario_carbons, "circle": scenario_circle, "limit": scenario_limit,
           "remote": scenario_remote, "mam": scenario_mam,
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
-          "pep": scenario_pep, "csi": scenario_csi}.get(args.scenario)
+          "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
+          "private": scenario_private, "bookmarks": scenario_bookmarks}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

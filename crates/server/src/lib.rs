@@ -3,6 +3,8 @@
 //! `main.rs` only parses arguments and calls into here, so tests can run the server in-process.
 
 pub mod archive;
+pub mod blocking;
+pub mod bookmarks;
 pub mod c2s;
 pub mod cli;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod modules;
 pub mod onboarding;
 pub mod ops;
 pub mod pep;
+pub mod private;
 pub mod retention;
 pub mod router;
 pub mod routing;
@@ -80,6 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let state = std::sync::Arc::new(state::State {
         caps,
         caps_node,
+        blocklists: Default::default(),
         store: data.store.clone(),
         router: router::Router::default(),
         tls,

@@ -35,6 +35,13 @@ const SERVER_FEATURES: &[&str] = &[
     "msgoffline",
     NS_CARBONS,
     crate::extdisco::NS_EXTDISCO,
+    crate::private::NS_PRIVATE,
+    crate::blocking::NS_BLOCKING,
+    // XEP-0377: reports carried in blocking commands.
+    crate::blocking::NS_REPORTING_0,
+    crate::blocking::REPORTING_REASONS_0[0],
+    crate::blocking::REPORTING_REASONS_0[1],
+    crate::blocking::NS_REPORTING_1,
 ];
 
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
@@ -194,6 +201,8 @@ pub async fn account_iq(state: &State, me: &Sender, iq: &Element) -> Element {
         NS_REGISTER if kind == "set" => register_set(state, me, iq).await,
         NS_PING if kind == "get" => xml::iq_result(iq, None),
         crate::vcard::NS_VCARD => crate::vcard::iq(state, me, &me.username, iq).await,
+        crate::blocking::NS_BLOCKING => crate::blocking::iq(state, me, iq).await,
+        crate::private::NS_PRIVATE => crate::private::iq(state, me, iq).await,
         NS_DISCO_INFO if kind == "get" => xml::iq_result(iq, Some(account_disco(true))),
         NS_DISCO_ITEMS if kind == "get" => account_items(state, &me.username, me, iq).await,
         _ => xml::error_reply(iq, "service-unavailable", None),
@@ -215,7 +224,12 @@ fn account_disco(owner: bool) -> Element {
     let mut features: Vec<&str> = crate::pep::FEATURES.to_vec();
     features.extend([crate::vcard::NS_VCARD, "urn:xmpp:pep-vcard-conversion:0"]);
     if owner {
-        features.extend([crate::archive::NS_MAM, crate::archive::NS_SID]);
+        features.extend([
+            crate::archive::NS_MAM,
+            crate::archive::NS_SID,
+            crate::blocking::NS_BLOCKING,
+            crate::bookmarks::FEATURE_COMPAT,
+        ]);
     }
     for f in features {
         children.push(el("feature", NS_DISCO_INFO, &[("var", f)], vec![]));
@@ -231,6 +245,10 @@ async fn account_items(state: &State, owner: &str, me: &Sender, iq: &Element) ->
 
 /// IQs to another local user's bare JID: answered by the server on their behalf.
 pub async fn contact_iq(state: &State, me: &Sender, username: &str, iq: &Element) -> Element {
+    if ns_of(iq) == crate::private::NS_PRIVATE {
+        // XEP-0049: only the owner reaches private storage (whether or not the account exists).
+        return xml::error_reply(iq, "forbidden", None);
+    }
     match state.store.account(username).await {
         Ok(Some(_)) => {}
         _ => return xml::error_reply(iq, "service-unavailable", None),

@@ -647,6 +647,9 @@ async fn deliver_event(
         }
     }
     for user in users {
+        if crate::blocking::blocks_local(state, owner, &user).await {
+            continue;
+        }
         for resource in state.router.available_resources(&user) {
             let full = format!("{user}@{domain}/{resource}");
             if state.pep.interested(&full, &node.node) {
@@ -896,6 +899,9 @@ async fn interests_known(state: &State, me: &Sender, nodes: Arc<HashSet<String>>
         Err(e) => tracing::error!(error = %e, "roster load for PEP last items failed"),
     }
     for owner in owners {
+        if crate::blocking::blocks_local(state, &owner, &me.username).await {
+            continue;
+        }
         let last = match state.store.pep_last_items(&owner).await {
             Ok(l) => l,
             Err(e) => {

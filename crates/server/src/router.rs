@@ -31,6 +31,8 @@ struct Entry {
     priority: i8,
     /// Message Carbons (XEP-0280) enabled.
     carbons: bool,
+    /// Fetched the blocklist, so it gets blocklist pushes (XEP-0191 §3.3).
+    blocklist: bool,
 }
 
 /// Why a session could not be registered.
@@ -83,6 +85,7 @@ impl Router {
             presence: None,
             priority: 0,
             carbons: false,
+            blocklist: false,
         });
         Ok((rx, session_id, kicked))
     }
@@ -105,14 +108,10 @@ impl Router {
             .and_then(|p| p.children().find(|c| c.name() == "priority"))
             .and_then(|p| p.text().trim().parse::<i8>().ok())
             .unwrap_or(0);
-        let mut map = self.lock();
-        if let Some(e) = map
-            .get_mut(username)
-            .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
-        {
+        self.update(username, resource, |e| {
             e.presence = presence;
             e.priority = priority;
-        }
+        });
     }
 
     /// Sends to one full JID; returns false if that session does not exist or is stuck.
@@ -171,28 +170,54 @@ impl Router {
             .unwrap_or_default()
     }
 
-    /// Turns Message Carbons on or off for a session.
-    pub fn set_carbons(&self, username: &str, resource: &str, on: bool) {
+    /// Changes one session's entry, if it exists.
+    fn update(&self, username: &str, resource: &str, f: impl FnOnce(&mut Entry)) {
         let mut map = self.lock();
         if let Some(e) = map
             .get_mut(username)
             .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
         {
-            e.carbons = on;
+            f(e);
         }
+    }
+
+    /// Sends `make(resource)` to every session of the account that `keep` selects.
+    fn to_selected(
+        &self,
+        username: &str,
+        keep: impl Fn(&Entry) -> bool,
+        make: impl Fn(&str) -> Element,
+    ) {
+        let map = self.lock();
+        if let Some(list) = map.get(username) {
+            for e in list.iter().filter(|e| keep(e)) {
+                let _ = e.tx.try_send(Outbound::Stanza(make(&e.resource)));
+            }
+        }
+    }
+
+    /// Turns Message Carbons on or off for a session.
+    pub fn set_carbons(&self, username: &str, resource: &str, on: bool) {
+        self.update(username, resource, |e| e.carbons = on);
     }
 
     /// Sends `make(resource)` to every carbons-enabled session except the listed resources.
     pub fn to_carbons(&self, username: &str, except: &[&str], make: impl Fn(&str) -> Element) {
-        let map = self.lock();
-        if let Some(list) = map.get(username) {
-            for e in list
-                .iter()
-                .filter(|e| e.carbons && !except.contains(&e.resource.as_str()))
-            {
-                let _ = e.tx.try_send(Outbound::Stanza(make(&e.resource)));
-            }
-        }
+        self.to_selected(
+            username,
+            |e| e.carbons && !except.contains(&e.resource.as_str()),
+            make,
+        );
+    }
+
+    /// Records that a session fetched the blocklist and so wants its changes pushed.
+    pub fn set_blocklist_interest(&self, username: &str, resource: &str) {
+        self.update(username, resource, |e| e.blocklist = true);
+    }
+
+    /// Sends `make(resource)` to every session that fetched the blocklist.
+    pub fn to_blocklist_interested(&self, username: &str, make: impl Fn(&str) -> Element) {
+        self.to_selected(username, |e| e.blocklist, make);
     }
 
     /// Resources of available sessions that a message to the bare JID reaches.
@@ -259,5 +284,27 @@ mod tests {
         assert!(!r.to_resource("alice", "nope", msg()));
         r.unregister("alice", "phone", id3);
         assert_eq!(r.session_count("alice"), 1);
+    }
+
+    #[test]
+    fn blocklist_pushes_reach_only_sessions_that_fetched_the_list() {
+        let r = Router::default();
+        let (mut phone, _, _) = r.register("alice", "phone", 3).unwrap();
+        let (mut laptop, _, _) = r.register("alice", "laptop", 3).unwrap();
+        r.set_blocklist_interest("alice", "laptop");
+        r.to_blocklist_interested("alice", |res| {
+            let mut m = msg();
+            crate::xml::set_attr(&mut m, "to", res);
+            m
+        });
+        assert!(phone.try_recv().is_err());
+        match laptop.try_recv() {
+            Ok(Outbound::Stanza(m)) => assert_eq!(m.attr("to"), Some("laptop")),
+            other => panic!("no push: {other:?}"),
+        }
+        // A new session on the same resource starts without the interest.
+        let (mut again, _, _) = r.register("alice", "laptop", 3).unwrap();
+        r.to_blocklist_interested("alice", |_| msg());
+        assert!(again.try_recv().is_err());
     }
 }

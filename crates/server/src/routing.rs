@@ -6,6 +6,7 @@ use crate::state::State;
 use crate::xml::{self, el, NS_CLIENT};
 use minidom::Element;
 use snikket_store::{RosterItem, Subscription};
+use std::collections::HashSet;
 
 /// The authenticated sender of a client stanza.
 #[derive(Debug, Clone)]
@@ -108,6 +109,9 @@ fn carbon(kind: &str, bare: &str, to_full: &str, original: &Element) -> Element 
 
 /// Handles one stanza from a client; returns replies for that client's own stream.
 pub async fn from_client(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
+    if let Some(replies) = crate::blocking::gate(state, me, &stanza).await {
+        return replies;
+    }
     match stanza.name() {
         "iq" => iq(state, me, stanza).await,
         "message" => message(state, me, stanza).await,
@@ -297,7 +301,7 @@ pub async fn deliver_message(
     Vec::new()
 }
 
-fn presence_el(kind: Option<&str>, from: &str, to: &str) -> Element {
+pub(crate) fn presence_el(kind: Option<&str>, from: &str, to: &str) -> Element {
     let mut p = el("presence", NS_CLIENT, &[("from", from), ("to", to)], vec![]);
     if let Some(k) = kind {
         xml::set_attr(&mut p, "type", k);
@@ -305,7 +309,7 @@ fn presence_el(kind: Option<&str>, from: &str, to: &str) -> Element {
     p
 }
 
-fn readdress(p: &Element, to: &str) -> Element {
+pub(crate) fn readdress(p: &Element, to: &str) -> Element {
     let mut c = p.clone();
     xml::set_attr(&mut c, "to", to);
     c
@@ -364,7 +368,7 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
         }
     };
     for item in &roster {
-        if !item.subscription.has_from() {
+        if !item.subscription.has_from() || blocked_either(state, me, &item.contact).await {
             continue;
         }
         if let Target::Local { username, .. } = target(state, &item.contact) {
@@ -382,6 +386,9 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
     if initial {
         // Probe: current presence of contacts we are subscribed to, and of our other resources.
         for item in roster.iter().filter(|i| i.subscription.has_to()) {
+            if blocked_either(state, me, &item.contact).await {
+                continue;
+            }
             if let Target::Local { username, .. } = target(state, &item.contact) {
                 for (_, p) in state.router.presences(&username) {
                     state
@@ -399,6 +406,9 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
         }
         // Pending inbound subscription requests are re-sent (RFC 6121 §3.1.3).
         for item in roster.iter().filter(|i| i.ask_in) {
+            if blocked_either(state, me, &item.contact).await {
+                continue;
+            }
             state.router.to_resource(
                 &me.username,
                 &me.resource,
@@ -409,6 +419,51 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
     }
     if available {
         crate::pep::presence(state, me, stanza).await;
+    }
+}
+
+/// Whether a blocklist stands between the user and a contact, in either direction.
+async fn blocked_either(state: &State, me: &Sender, contact: &str) -> bool {
+    crate::blocking::check(state, me, contact).await != crate::blocking::Blocked::No
+}
+
+/// Presence after a blocklist change (XEP-0191 §3.3, §3.4): local contacts allowed to see the
+/// user's presence get unavailable presence when they become blocked and the current presence
+/// when they are unblocked.
+pub async fn presence_after_block(
+    state: &State,
+    me: &Sender,
+    before: &HashSet<String>,
+    after: &HashSet<String>,
+) {
+    let roster = match state.store.roster(&me.username).await {
+        Ok((items, _)) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "roster load failed");
+            return;
+        }
+    };
+    for item in roster.iter().filter(|i| i.subscription.has_from()) {
+        let (Ok(contact), Target::Local { username, .. }) =
+            (jid::Jid::new(&item.contact), target(state, &item.contact))
+        else {
+            continue;
+        };
+        let was = crate::blocking::matches(before, &contact);
+        let hide = !was && crate::blocking::matches(after, &contact);
+        let show = was && !blocked_either(state, me, &item.contact).await;
+        if !hide && !show {
+            continue;
+        }
+        for (resource, p) in state.router.presences(&me.username) {
+            let update = if hide {
+                let full = format!("{}/{resource}", me.bare);
+                presence_el(Some("unavailable"), &full, &item.contact)
+            } else {
+                readdress(&p, &item.contact)
+            };
+            state.router.to_present(&username, &update, None);
+        }
     }
 }
 

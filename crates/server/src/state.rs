@@ -40,6 +40,8 @@ pub struct State {
     pub caps: Option<minidom::Element>,
     /// The `node#ver` of `caps`, which disco#info answers to.
     pub caps_node: Option<String>,
+    /// Cached blocklists (XEP-0191).
+    pub blocklists: crate::blocking::Blocklists,
 }
 
 /// Slows down repeated authentication failures per IP address (exponential, capped), without

@@ -975,3 +975,60 @@ fn inactive_clients_get_presence_late_and_coalesced_but_messages_at_once() {
     assert!(ok && out.contains("OK csi "), "{out}");
     println!("{}", out.lines().next().unwrap_or_default());
 }
+
+#[test]
+fn blocking_refuses_both_ways_until_unblocked_and_reports_reach_admins() {
+    let s = start();
+    let t1 = s.invite(&["--admin"]);
+    let t2 = s.invite(&[]);
+    s.registered("jade", "correct horse battery", &t1);
+    s.registered("kurt", "staple battery horse", &t2);
+    let (ok, out) = s.client(
+        "block",
+        &[
+            "--user",
+            "jade",
+            "--password",
+            "correct horse battery",
+            "--user2",
+            "kurt",
+            "--password2",
+            "staple battery horse",
+        ],
+    );
+    assert!(ok && out.contains("OK blocked"), "{out}");
+}
+
+#[test]
+fn private_xml_storage_survives_reconnecting() {
+    let s = start();
+    let t = s.invite(&[]);
+    s.registered("lena", "correct horse battery", &t);
+    let (ok, out) = s.client(
+        "private",
+        &[
+            "--user",
+            "lena",
+            "--password",
+            "correct horse battery",
+            "--user2",
+            "nobody",
+        ],
+    );
+    assert!(ok && out.contains("OK private storage kept green"), "{out}");
+}
+
+#[test]
+fn bookmarks_set_in_one_format_are_read_in_the_other() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    s.registered("ivy", "purple ocean lantern", &t1);
+    s.registered("jon", "granite tulip saddle", &t2);
+    let (ok, out) = s.two_users(
+        "bookmarks",
+        ("ivy", "purple ocean lantern"),
+        ("jon", "granite tulip saddle"),
+    );
+    assert!(ok && out.contains("OK bookmarks both ways"), "{out}");
+}

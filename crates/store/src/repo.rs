@@ -3,11 +3,13 @@
 pub mod accounts;
 pub mod archive;
 pub mod backup;
+pub mod blocking;
 pub mod circle_admin;
 pub mod circles;
 pub mod invites;
 pub mod offline;
 pub mod pep;
+pub mod private;
 pub mod roster;
 pub mod sessions;
 pub mod users;

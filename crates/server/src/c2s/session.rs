@@ -58,6 +58,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
     } = bound;
     let me = Sender::new(&username, &resource, &state.config.domain.ascii);
     tracing::debug!(jid = %me.full, "session started");
+    state.blocklists.forget(&username);
     routing::sync_circles(&state, &username).await;
     let mut conn: Option<Conn<Tls>> = Some(conn);
     let mut sm: Option<Sm> = None;
