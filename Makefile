@@ -67,7 +67,13 @@ bench:
 	cargo build --release --locked -p snikket-turn -p snikket-web-proxy
 	crates/turn/bench/compare-coturn.sh
 	crates/web-proxy/bench/bench.sh 10
+	crates/loadgen/bench/compare-prosody.sh
 
+# Each fuzz target runs for FUZZ_SECONDS (libFuzzer via cargo-fuzz, nightly toolchain).
+FUZZ_SECONDS ?= 60
 fuzz:
-	@echo "fuzz targets live in crates/xmpp/fuzz and crates/turn/fuzz (cargo-fuzz layout, nightly toolchain);"
-	@echo "see crates/xmpp/README.md for the build command used here"
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	cd crates/xmpp/fuzz && for t in stream scram; do \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd crates/turn/fuzz && cargo +nightly fuzz run stun_decode -- -max_total_time=$(FUZZ_SECONDS)
