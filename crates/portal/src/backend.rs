@@ -111,6 +111,9 @@ pub fn friendly(reason: &str) -> &'static str {
         "default-circle-protected" => "The default circle cannot be renamed or deleted.",
         "group-name-required" => "Please enter a name.",
         "wrong-password" => "The current password is not correct.",
+        "avatar-too-big" => {
+            "The chosen avatar is too big. To be able to upload larger avatars, please use the app."
+        }
         "weak-password" => "The new password must be at least 10 characters long.",
         "username-taken" => "That username is already taken.",
         "password-contains-username" => "The password must not contain the username.",
@@ -204,6 +207,42 @@ impl Backend {
             .set_display_name(with_session(
                 api::SetDisplayNameRequest {
                     display_name: display_name.to_string(),
+                },
+                token,
+            ))
+            .await?
+            .into_inner())
+    }
+
+    /// `Profile.GetProfileDetails`.
+    pub async fn profile_details(&self, token: &str) -> Result<api::ProfileDetails, BackendError> {
+        Ok(self
+            .profile()
+            .get_profile_details(with_session(api::GetProfileRequest {}, token))
+            .await?
+            .into_inner())
+    }
+
+    /// `Profile.UpdateProfile`.
+    pub async fn update_profile(
+        &self,
+        token: &str,
+        update: api::UpdateProfileRequest,
+    ) -> Result<api::ProfileDetails, BackendError> {
+        Ok(self
+            .profile()
+            .update_profile(with_session(update, token))
+            .await?
+            .into_inner())
+    }
+
+    /// `Profile.GetAvatar`.
+    pub async fn avatar(&self, token: &str, jid: &str) -> Result<api::Avatar, BackendError> {
+        Ok(self
+            .profile()
+            .get_avatar(with_session(
+                api::GetAvatarRequest {
+                    jid: jid.to_string(),
                 },
                 token,
             ))

@@ -32,7 +32,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/user/", get(dashboard))
         .route("/user/logout", post(logout))
         .route("/user/passwd", get(passwd_form).post(passwd))
-        .route("/user/profile", get(profile_form).post(profile))
+        .route(
+            "/user/profile",
+            get(profile_form)
+                .post(profile)
+                .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
+        .route("/avatar/{from}/{code}", get(avatar))
         .route("/admin/", get(admin_home))
         .route("/admin/invitations", get(invitations))
         .route("/admin/invitation/-/new", post(create_invitation))
@@ -352,53 +358,219 @@ async fn passwd(
     st.done(&headers, r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct ProfileForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     nickname: String,
+    #[serde(default)]
+    profile_access_model: String,
 }
 
-/// Profile (spec 5.4.4): only the display name; avatar and visibility need PEP, which the server
-/// does not have yet.
+/// Visibility choices of the profile page (spec 5.4.4).
+const ACCESS_MODELS: [(&str, &str); 3] = [
+    ("whitelist", "Nobody"),
+    ("presence", "Friends only"),
+    ("open", "Everyone"),
+];
+
+/// Profile (spec 5.4.4): display name (the PEP nickname), avatar and who may see them.
 async fn profile_form(State(st): State<AppState>, headers: HeaderMap, uri: http::Uri) -> Response {
     let r = async {
         let s = require_user(&st, &headers)?;
-        let profile = st.backend().profile_of(&s.token).await?;
         let updated = uri
             .query()
             .is_some_and(|q| q.split('&').any(|pair| pair == "done=updated"));
-        let ctx = st.ctx(&headers);
-        Ok(st.render(
-            &ctx,
-            StatusCode::OK,
-            "profile.html",
-            json!({
-                "profile": {
-                    "username": profile.username,
-                    "display_name": profile.display_name,
-                },
-                "notice": if updated { Some("Profile updated") } else { None },
-            }),
-        ))
+        let notice = updated.then_some(("notice", "Profile updated"));
+        profile_page(&st, &headers, &s.token, StatusCode::OK, notice).await
     }
     .await;
     st.done(&headers, r)
 }
 
-async fn profile(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<ProfileForm>,
-) -> Response {
+/// The profile form, prefilled, with an optional (`notice`|`error`, text).
+async fn profile_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    token: &str,
+    status: StatusCode,
+    message: Option<(&str, &str)>,
+) -> Result<Response, Fail> {
+    let profile = st.backend().profile_of(token).await?;
+    let details = st.backend().profile_details(token).await?;
+    let ctx = st.ctx(headers);
+    let models: Vec<_> = ACCESS_MODELS
+        .iter()
+        .map(
+            |(v, label)| json!({"value": v, "label": label, "checked": *v == details.access_model}),
+        )
+        .collect();
+    let mut data = json!({
+        "profile": {
+            "username": profile.username,
+            "display_name": if details.nickname.is_empty() { profile.display_name } else { details.nickname },
+            "avatar": avatar_path(&profile.jid, &details.avatar_hash),
+        },
+        "access_models": models,
+    });
+    if let (Some((key, text)), Some(obj)) = (message, data.as_object_mut()) {
+        obj.insert(key.to_string(), json!(text));
+    }
+    Ok(st.render(&ctx, status, "profile.html", data))
+}
+
+/// `/avatar/<base64url jid>/<base64url of the hash's first 8 bytes>` (spec 5.4.7); `None` without
+/// an avatar.
+pub(crate) fn avatar_path(jid: &str, sha1_hex: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let bytes = hex_bytes(sha1_hex)?;
+    let code = b64.encode(bytes.get(..8)?);
+    Some(format!("/avatar/{}/{code}", b64.encode(jid)))
+}
+
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The profile form, sent as multipart (with a file) or urlencoded (without).
+async fn read_profile_form(
+    st: &AppState,
+    req: axum::extract::Request,
+) -> Result<(ProfileForm, Option<(Vec<u8>, String)>), Fail> {
+    use axum::extract::FromRequest;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let Form(form) = Form::<ProfileForm>::from_request(req, st)
+            .await
+            .map_err(|_| Fail::Refused("invalid-argument".into()))?;
+        return Ok((form, None));
+    }
+    let mut parts = axum::extract::Multipart::from_request(req, st)
+        .await
+        .map_err(|_| Fail::Refused("invalid-argument".into()))?;
+    let mut form = ProfileForm::default();
+    let mut avatar = None;
+    while let Some(field) = parts
+        .next_field()
+        .await
+        .map_err(|_| Fail::Refused("invalid-argument".into()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let mime = field.content_type().unwrap_or("image/png").to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|_| Fail::Refused("avatar-too-big".into()))?;
+        let text = || String::from_utf8_lossy(&bytes).into_owned();
+        match name.as_str() {
+            "csrf" => form.csrf = text(),
+            "nickname" => form.nickname = text(),
+            "profile_access_model" => form.profile_access_model = text(),
+            "avatar" if !bytes.is_empty() => avatar = Some((bytes.to_vec(), mime)),
+            _ => {}
+        }
+    }
+    Ok((form, avatar))
+}
+
+async fn profile(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    let headers = req.headers().clone();
     let r = async {
         let s = require_user(&st, &headers)?;
+        let (form, avatar) = read_profile_form(&st, req).await?;
         st.check_csrf(&headers, &form.csrf)?;
-        st.backend()
-            .set_display_name(&s.token, form.nickname.trim())
-            .await?;
-        Ok(Redirect::to("/user/profile?done=updated").into_response())
+        let (avatar, avatar_type) = avatar.unwrap_or_default();
+        let update = api::UpdateProfileRequest {
+            nickname: Some(form.nickname.trim().to_string()),
+            avatar,
+            avatar_type,
+            access_model: form.profile_access_model,
+        };
+        match st.backend().update_profile(&s.token, update).await {
+            Ok(_) => Ok(Redirect::to("/user/profile?done=updated").into_response()),
+            Err(e) => match Fail::from(e) {
+                Fail::Refused(reason) => {
+                    let text = crate::backend::friendly(&reason);
+                    profile_page(
+                        &st,
+                        &headers,
+                        &s.token,
+                        StatusCode::BAD_REQUEST,
+                        Some(("error", text)),
+                    )
+                    .await
+                }
+                other => Err(other),
+            },
+        }
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+/// An avatar image (spec 5.4.7), for signed-in users allowed to see it.
+async fn avatar(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((from, _code)): Path<(String, String)>,
+) -> Response {
+    use base64::Engine;
+    let r = async {
+        let s = require_user(&st, &headers)?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jid = b64
+            .decode(from.as_bytes())
+            .ok()
+            .and_then(|j| String::from_utf8(j).ok())
+            .ok_or(Fail::NotFound)?;
+        let a = match st.backend().avatar(&s.token, &jid).await {
+            Ok(a) => a,
+            Err(e) => {
+                return match Fail::from(e) {
+                    Fail::Refused(_) => Err(Fail::NotFound),
+                    other => Err(other),
+                }
+            }
+        };
+        let etag = format!("\"{}\"", b64.encode(hex_bytes(&a.sha1).unwrap_or_default()));
+        let mut resp = if headers
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            a.data.into_response()
+        };
+        let h = resp.headers_mut();
+        let mime =
+            HeaderValue::from_str(&a.mime_type).unwrap_or(HeaderValue::from_static("image/png"));
+        h.insert(header::CONTENT_TYPE, mime);
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=3600"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'",
+            ),
+        );
+        Ok(resp)
     }
     .await;
     st.done(&headers, r)

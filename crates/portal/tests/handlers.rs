@@ -160,6 +160,60 @@ impl api::profile_server::Profile for Fake {
         }))
     }
 
+    async fn get_profile_details(
+        &self,
+        req: tonic::Request<api::GetProfileRequest>,
+    ) -> Result<Response<api::ProfileDetails>, Status> {
+        let who = session(&req)?;
+        Ok(Response::new(api::ProfileDetails {
+            nickname: if who == "carol" {
+                "Carol <C>".into()
+            } else {
+                String::new()
+            },
+            access_model: "presence".into(),
+            avatar_hash: if who == "carol" {
+                "00112233445566778899aabbccddeeff00112233".into()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn update_profile(
+        &self,
+        req: tonic::Request<api::UpdateProfileRequest>,
+    ) -> Result<Response<api::ProfileDetails>, Status> {
+        let who = session(&req)?;
+        let r = req.into_inner();
+        if r.avatar.len() > 1024 * 1024 {
+            return Err(refuse(tonic::Code::InvalidArgument, "avatar-too-big"));
+        }
+        self.record(format!(
+            "update_profile {who} nickname={} access={} avatar={}:{}",
+            r.nickname.unwrap_or_default(),
+            r.access_model,
+            r.avatar_type,
+            String::from_utf8_lossy(&r.avatar)
+        ));
+        Ok(Response::new(api::ProfileDetails::default()))
+    }
+
+    async fn get_avatar(
+        &self,
+        req: tonic::Request<api::GetAvatarRequest>,
+    ) -> Result<Response<api::Avatar>, Status> {
+        session(&req)?;
+        if req.get_ref().jid != "carol@example.org" {
+            return Err(refuse(tonic::Code::NotFound, "not-found"));
+        }
+        Ok(Response::new(api::Avatar {
+            mime_type: "image/png".into(),
+            data: b"PNGDATA".to_vec(),
+            sha1: "00112233445566778899aabbccddeeff00112233".into(),
+        }))
+    }
+
     async fn change_password(
         &self,
         req: tonic::Request<api::ChangePasswordRequest>,
@@ -2263,7 +2317,19 @@ async fn profile_page() {
         "{}",
         page.body
     );
-    assert!(!page.body.contains("type=\"file\""));
+    assert!(page.body.contains("type=\"file\""));
+    assert!(
+        page.body.contains("value=\"presence\" checked"),
+        "{}",
+        page.body
+    );
+    // The avatar link (HTML-escaped): base64url of the JID and of the hash's first 8 bytes.
+    assert!(
+        page.body
+            .contains("&#x2f;avatar&#x2f;Y2Fyb2xAZXhhbXBsZS5vcmc&#x2f;ABEiM0RVZnc"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("Profile updated"));
 
     // Without or with a wrong CSRF token: refused, no backend call.
@@ -2287,9 +2353,81 @@ async fn profile_page() {
     assert_eq!(ok.location(), "/user/profile?done=updated");
     assert_eq!(
         fake.take_changes(),
-        ["set_display_name carol Caroline & co"]
+        ["update_profile carol nickname=Caroline & co access= avatar=:"]
     );
     let after = get(&app, ok.location(), &carol).await;
     assert_eq!(after.status, StatusCode::OK);
     assert!(after.body.contains("Profile updated"));
+
+    // The real form is multipart, with the avatar file and the visibility.
+    let multipart = |csrf: &str, file: &[u8]| {
+        let b = "XyZbOuNdArY";
+        let mut body = Vec::new();
+        for (name, value) in [
+            ("csrf", csrf),
+            ("nickname", "Caro"),
+            ("profile_access_model", "open"),
+        ] {
+            body.extend(
+                format!(
+                    "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend(file);
+        body.extend(format!("\r\n--{b}--\r\n").as_bytes());
+        Request::post("/user/profile")
+            .header(header::COOKIE, carol.join("; "))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={b}"),
+            )
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let r = call(&app, multipart("forged", b"PNG")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "CSRF checked for multipart too"
+    );
+    assert!(fake.take_changes().is_empty());
+    let r = call(&app, multipart(&csrf, b"PNG")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(
+        fake.take_changes(),
+        ["update_profile carol nickname=Caro access=open avatar=image/png:PNG"]
+    );
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let r = call(&app, multipart(&csrf, &big)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body.contains("The chosen avatar is too big"),
+        "{}",
+        r.body
+    );
+
+    // The avatar endpoint: the image with an ETag, 304 when it matches, 404 otherwise.
+    let img = get(&app, "/avatar/Y2Fyb2xAZXhhbXBsZS5vcmc/ABEiM0RVZnc", &carol).await;
+    assert_eq!(img.status, StatusCode::OK);
+    assert_eq!(img.body, "PNGDATA");
+    assert_eq!(img.headers[header::CONTENT_TYPE], "image/png");
+    let etag = img.headers[header::ETAG].to_str().unwrap().to_string();
+    let again = Request::get("/avatar/Y2Fyb2xAZXhhbXBsZS5vcmc/x")
+        .header(header::COOKIE, carol.join("; "))
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(call(&app, again).await.status, StatusCode::NOT_MODIFIED);
+    let other = get(&app, "/avatar/Ym9iQGV4YW1wbGUub3Jn/x", &carol).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    let nobody = get(&app, "/avatar/Y2Fyb2xAZXhhbXBsZS5vcmc/x", &[]).await;
+    assert_eq!(nobody.status, StatusCode::SEE_OTHER, "signed-in users only");
 }

@@ -126,6 +126,21 @@ struct Inner {
     store: Store,
     config: Config,
     started_at: i64,
+    live: Live,
+}
+
+/// The running XMPP side, for changes its sessions must hear about (PEP notifications).
+#[derive(Default)]
+struct Live(std::sync::OnceLock<Arc<crate::state::State>>);
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Live(attached)"
+        } else {
+            "Live(none)"
+        })
+    }
 }
 
 /// The signed-in user behind a call.
@@ -145,8 +160,25 @@ impl AdminApi {
                 store,
                 config,
                 started_at: snikket_store::now(),
+                live: Live::default(),
             }),
         }
+    }
+
+    /// Connects the API to the running XMPP side (once; later calls are ignored).
+    pub fn attach(&self, state: Arc<crate::state::State>) {
+        let _ = self.inner.live.0.set(state);
+    }
+
+    /// The running XMPP side; `unavailable` before it started.
+    pub(crate) fn live(&self) -> Result<&crate::state::State, Status> {
+        self.inner.live.0.get().map(|s| s.as_ref()).ok_or_else(|| {
+            fail(
+                Code::Unavailable,
+                "starting",
+                "the XMPP service is still starting",
+            )
+        })
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -259,7 +291,11 @@ impl AdminApi {
             display_name: account.display_name.unwrap_or_default(),
             role: role_to_pb(account.role) as i32,
             state: state_to_pb(account.state) as i32,
-            avatar_hash: String::new(),
+            avatar_hash: self
+                .avatar_info(&account.username)
+                .await?
+                .map(|a| a.0)
+                .unwrap_or_default(),
             last_active_at: account.last_active_at,
             created_at: account.created_at,
             deletion_requested_at,

@@ -56,8 +56,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let grpc_listener = grpc::bind(&config)
         .await
         .context("binding the admin gRPC api")?;
+    let api = grpc::AdminApi::new(config.clone(), data.store.clone());
     {
-        let api = grpc::AdminApi::new(config.clone(), data.store.clone());
+        let api = api.clone();
         let secret = data.grpc_secret.expose().clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -100,6 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         started: std::time::Instant::now(),
         config,
     });
+    api.attach(state.clone());
     retention::spawn(
         data.store.clone(),
         state.config.server.retention_days,

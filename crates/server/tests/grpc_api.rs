@@ -951,6 +951,103 @@ async fn scenario(pg_url: Option<&str>) {
             .display_name,
         "Robert"
     );
+    assert_eq!(
+        bob.profile
+            .get_profile_details(pb::GetProfileRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nickname,
+        "Robert",
+        "the display name is the PEP nickname"
+    );
+    // The profile contacts see: PEP nickname, avatar, visibility (spec 5.4.4).
+    let avatar = b"\x89PNG\r\n\x1a\nnot really an image".to_vec();
+    let details = bob
+        .profile
+        .update_profile(pb::UpdateProfileRequest {
+            nickname: Some("Bobby".into()),
+            avatar: avatar.clone(),
+            avatar_type: "image/png".into(),
+            access_model: "whitelist".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sha1: String = {
+        use sha1::Digest;
+        sha1::Sha1::digest(&avatar)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(details.nickname, "Bobby");
+    assert_eq!(details.access_model, "whitelist");
+    assert_eq!(details.avatar_hash, sha1);
+    let bob_jid = format!("bob@{DOMAIN}");
+    let get_avatar = |api: &mut Api| {
+        let mut p = api.profile.clone();
+        let jid = bob_jid.clone();
+        async move { p.get_avatar(pb::GetAvatarRequest { jid }).await }
+    };
+    let own = get_avatar(&mut bob).await.unwrap().into_inner();
+    assert_eq!(
+        (own.data, own.mime_type, own.sha1),
+        (avatar.clone(), "image/png".to_string(), sha1.clone())
+    );
+    assert!(
+        get_avatar(&mut admin).await.is_ok(),
+        "admins see every avatar"
+    );
+    assert_reason(get_avatar(&mut lim).await, Code::NotFound, "not-found");
+    bob.profile
+        .update_profile(pb::UpdateProfileRequest {
+            access_model: "open".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(get_avatar(&mut lim).await.unwrap().into_inner().sha1, sha1);
+    let details = bob
+        .profile
+        .get_profile_details(pb::GetProfileRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (details.nickname.as_str(), details.access_model.as_str()),
+        ("Bobby", "open"),
+        "an update without a nickname keeps it"
+    );
+    assert_eq!(
+        bob.profile
+            .get_profile(pb::GetProfileRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .avatar_hash,
+        sha1
+    );
+    assert_reason(
+        bob.profile
+            .update_profile(pb::UpdateProfileRequest {
+                avatar: vec![0; 1024 * 1024 + 1],
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "avatar-too-big",
+    );
+    assert_reason(
+        bob.profile
+            .update_profile(pb::UpdateProfileRequest {
+                access_model: "authorize".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
     assert_reason(
         bob.profile
             .change_password(pb::ChangePasswordRequest {

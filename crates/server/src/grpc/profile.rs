@@ -1,9 +1,21 @@
-//! `Profile`: the signed-in user's own display name and password (spec 5.4.3, 5.4.4).
+//! `Profile`: the signed-in user's own display name and password (spec 5.4.3, 5.4.4), and the
+//! profile contacts see: PEP nickname, avatar and their visibility; avatars for the portal.
 
 use super::users::MAX_DISPLAY_NAME;
 use super::{fail, internal, store_user, AdminApi};
+use base64::Engine;
+use sha1::Digest;
 use snikket_rpc::snikket::admin::v1 as pb;
 use tonic::{Code, Request, Response, Status};
+
+/// Largest avatar the portal may upload (spec 5.4.4).
+const MAX_AVATAR_BYTES: usize = 1024 * 1024;
+const NODE_NICK: &str = "http://jabber.org/protocol/nick";
+const NODE_META: &str = "urn:xmpp:avatar:metadata";
+const NODE_DATA: &str = "urn:xmpp:avatar:data";
+const NODE_VCARD4: &str = "urn:xmpp:vcard4";
+/// The nodes whose visibility the profile page sets.
+const PROFILE_NODES: &[&str] = &[NODE_DATA, NODE_META, NODE_VCARD4, NODE_NICK];
 
 /// Minimum length of a new password, in characters (the portal's rule, spec 5.4.3).
 const MIN_PASSWORD_CHARS: usize = 10;
@@ -37,6 +49,12 @@ impl pb::profile_server::Profile for AdminApi {
             .set_display_name(&caller.username, (!name.is_empty()).then_some(name))
             .await
             .map_err(store_user)?;
+        // Contacts see the display name as the PEP nickname (XEP-0172).
+        let state = self.live()?;
+        let nick = crate::xml::text_el("nick", NODE_NICK, name);
+        crate::pep::publish_as(state, &caller.username, NODE_NICK, &[], "current", &nick)
+            .await
+            .map_err(internal)?;
         Ok(Response::new(self.user_by_name(&caller.username).await?))
     }
 
@@ -79,5 +97,216 @@ impl pb::profile_server::Profile for AdminApi {
             .map_err(internal)?;
         tracing::info!(user = %caller.username, revoked_sessions = revoked, "password changed");
         Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn get_profile_details(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::ProfileDetails>, Status> {
+        let caller = self.caller(&request).await?;
+        Ok(Response::new(self.details(&caller.username).await?))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::ProfileDetails>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let user = caller.username.as_str();
+        let access = req.access_model.as_str();
+        if !matches!(access, "" | "open" | "presence" | "whitelist") {
+            return Err(fail(
+                Code::InvalidArgument,
+                "invalid-argument",
+                "unknown access model",
+            ));
+        }
+        if req.avatar.len() > MAX_AVATAR_BYTES {
+            return Err(fail(
+                Code::InvalidArgument,
+                "avatar-too-big",
+                "The chosen avatar is too big. To be able to upload larger avatars, please use the app.",
+            ));
+        }
+        let nickname = req.nickname.as_deref().map(str::trim);
+        if nickname.is_some_and(|n| n.len() > MAX_DISPLAY_NAME) {
+            return Err(fail(
+                Code::InvalidArgument,
+                "invalid-argument",
+                "nickname is too long",
+            ));
+        }
+        let state = self.live()?;
+        let defaults: Vec<(&str, &str)> = if access.is_empty() {
+            Vec::new()
+        } else {
+            vec![("access_model", access)]
+        };
+        let current = self.details(user).await?;
+        if !req.avatar.is_empty() {
+            let id: String = sha1::Sha1::digest(&req.avatar)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let mime = if req.avatar_type.is_empty() {
+                "image/png"
+            } else {
+                req.avatar_type.as_str()
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&req.avatar);
+            let data = crate::xml::text_el("data", NODE_DATA, &b64);
+            let info = crate::xml::el(
+                "info",
+                NODE_META,
+                &[
+                    ("id", &id),
+                    ("type", mime),
+                    ("bytes", &req.avatar.len().to_string()),
+                ],
+                vec![],
+            );
+            let meta = crate::xml::el("metadata", NODE_META, &[], vec![info]);
+            crate::pep::publish_as(state, user, NODE_DATA, &defaults, &id, &data)
+                .await
+                .map_err(internal)?;
+            crate::pep::publish_as(state, user, NODE_META, &defaults, &id, &meta)
+                .await
+                .map_err(internal)?;
+        }
+        if let Some(nickname) = nickname.filter(|n| *n != current.nickname) {
+            let nick = crate::xml::text_el("nick", NODE_NICK, nickname);
+            crate::pep::publish_as(state, user, NODE_NICK, &defaults, "current", &nick)
+                .await
+                .map_err(internal)?;
+            self.store()
+                .set_display_name(user, (!nickname.is_empty()).then_some(nickname))
+                .await
+                .map_err(store_user)?;
+        }
+        if !access.is_empty() {
+            for node in PROFILE_NODES {
+                if let Some(mut n) = self.store().pep_node(user, node).await.map_err(internal)? {
+                    n.access_model = access.to_string();
+                    self.store()
+                        .pep_put_node(user, &n)
+                        .await
+                        .map_err(internal)?;
+                }
+            }
+        }
+        tracing::info!(user = %user, avatar = !req.avatar.is_empty(), "profile updated");
+        Ok(Response::new(self.details(user).await?))
+    }
+
+    async fn get_avatar(
+        &self,
+        request: Request<pb::GetAvatarRequest>,
+    ) -> Result<Response<pb::Avatar>, Status> {
+        let caller = self.caller(&request).await?;
+        let not_found = || fail(Code::NotFound, "not-found", "no avatar");
+        let domain = &self.config().domain.ascii;
+        let owner = jid::BareJid::new(&request.get_ref().jid)
+            .ok()
+            .filter(|j| j.domain().as_str() == domain)
+            .and_then(|j| j.node().map(|n| n.to_string()))
+            .ok_or_else(not_found)?;
+        let meta_node = self
+            .store()
+            .pep_node(&owner, NODE_META)
+            .await
+            .map_err(internal)?;
+        let meta_node = meta_node.ok_or_else(not_found)?;
+        let allowed = caller.username == owner
+            || caller.role == snikket_store::Role::Admin
+            || meta_node.access_model == "open"
+            || (meta_node.access_model == "presence"
+                && self
+                    .store()
+                    .roster_item(&owner, &format!("{}@{domain}", caller.username))
+                    .await
+                    .map_err(internal)?
+                    .is_some_and(|i| i.subscription.has_from()));
+        if !allowed {
+            return Err(not_found());
+        }
+        let (id, mime) = self.avatar_info(&owner).await?.ok_or_else(not_found)?;
+        let items = self
+            .store()
+            .pep_items(&owner, NODE_DATA, std::slice::from_ref(&id), 1)
+            .await
+            .map_err(internal)?;
+        let data = items
+            .first()
+            .and_then(|i| i.payload.parse::<minidom::Element>().ok())
+            .map(|e| {
+                e.text()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+            })
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .ok_or_else(not_found)?;
+        Ok(Response::new(pb::Avatar {
+            mime_type: mime,
+            data,
+            sha1: id,
+        }))
+    }
+}
+
+impl AdminApi {
+    /// The current avatar's (id, media type), from the newest metadata item.
+    pub(crate) async fn avatar_info(&self, user: &str) -> Result<Option<(String, String)>, Status> {
+        let items = self
+            .store()
+            .pep_items(user, NODE_META, &[], 1)
+            .await
+            .map_err(internal)?;
+        Ok(items.first().and_then(|i| {
+            let meta = i.payload.parse::<minidom::Element>().ok()?;
+            let info = meta.get_child("info", NODE_META)?;
+            let id = info.attr("id")?.to_string();
+            Some((id, info.attr("type").unwrap_or("image/png").to_string()))
+        }))
+    }
+
+    /// Nickname, visibility and avatar of `user`.
+    async fn details(&self, user: &str) -> Result<pb::ProfileDetails, Status> {
+        let store = self.store();
+        let nickname = store
+            .pep_items(user, NODE_NICK, &[], 1)
+            .await
+            .map_err(internal)?
+            .first()
+            .and_then(|i| i.payload.parse::<minidom::Element>().ok())
+            .map(|e| e.text())
+            .unwrap_or_default();
+        // The most open model of the profile nodes that exist (spec 5.4.4); `open` without any.
+        let mut access = None;
+        for node in &PROFILE_NODES[1..] {
+            if let Some(n) = store.pep_node(user, node).await.map_err(internal)? {
+                let rank = |m: &str| match m {
+                    "open" => 2,
+                    "presence" => 1,
+                    _ => 0,
+                };
+                if access
+                    .as_deref()
+                    .is_none_or(|a: &str| rank(&n.access_model) > rank(a))
+                {
+                    access = Some(n.access_model);
+                }
+            }
+        }
+        Ok(pb::ProfileDetails {
+            nickname,
+            access_model: access.unwrap_or_else(|| "open".into()),
+            avatar_hash: self
+                .avatar_info(user)
+                .await?
+                .map(|a| a.0)
+                .unwrap_or_default(),
+        })
     }
 }
