@@ -57,7 +57,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/admin/circle/{id}/chats/remove", post(remove_chat))
         .route("/admin/system", get(system))
-        .route("/admin/system/", get(system))
+        .route("/admin/system/", get(system).post(announce))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -83,6 +83,7 @@ fn notice(uri: &Uri) -> Option<&'static str> {
         "member-removed" => "User removed from circle.",
         "chat-added" => "New group chat added to circle.",
         "chat-removed" => "Chat removed from circle.",
+        "announced" => "Announcement sent!",
         _ => return None,
     })
 }
@@ -1302,31 +1303,102 @@ async fn remove_chat(
 // ---------------------------------------------------------------------------------------------
 // System
 
-async fn system(State(st): State<AppState>, headers: HeaderMap) -> Response {
+async fn system(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let r = async {
         let s = require_admin(&st, &headers)?;
-        let info = st.backend().server_info(&s.token).await?;
-        let ctx = st.ctx(&headers);
-        Ok(st.render(
-            &ctx,
+        system_page(
+            &st,
+            &headers,
+            &s,
             StatusCode::OK,
-            "admin_system.html",
-            json!({"info": {
-                "version": info.version,
-                "site_name": info.site_name,
-                "domain": info.domain,
-                "started": web::date(info.started_at),
-                "started_iso": web::iso(info.started_at),
-                "uptime": web::duration(info.uptime_seconds),
-                "users_total": info.users_total,
-                "active_1d": info.active_1d,
-                "active_7d": info.active_7d,
-                "active_30d": info.active_30d,
-            }}),
-        ))
+            notice(&uri).map(|n| ("notice", n)),
+        )
+        .await
     }
     .await;
     st.done(&headers, r)
+}
+
+#[derive(Deserialize)]
+struct AnnounceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    online_only: Option<String>,
+    #[serde(default)]
+    action: String,
+}
+
+/// The broadcast form (spec 5.5.6): a preview to the admin stays on the page, a post to
+/// everyone (or everyone online) redirects with a notice.
+async fn announce(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<AnnounceForm>,
+) -> Response {
+    let r = async {
+        let s = require_admin(&st, &headers)?;
+        st.check_csrf(&headers, &form.csrf)?;
+        let preview = form.action == "preview";
+        let to = match (preview, form.online_only.is_some()) {
+            (true, _) => api::AnnouncementRecipients::Preview,
+            (false, true) => api::AnnouncementRecipients::Online,
+            (false, false) => api::AnnouncementRecipients::All,
+        };
+        match st.backend().announce(&s.token, &form.text, to).await {
+            Ok(_) if preview => {
+                let sent = Some(("notice", "Announcement sent!"));
+                system_page(&st, &headers, &s, StatusCode::OK, sent).await
+            }
+            Ok(_) => Ok(done("/admin/system/", "announced")),
+            Err(e) => match Fail::from(e) {
+                Fail::Refused(reason) => {
+                    let text = crate::backend::friendly(&reason);
+                    system_page(
+                        &st,
+                        &headers,
+                        &s,
+                        StatusCode::BAD_REQUEST,
+                        Some(("error", text)),
+                    )
+                    .await
+                }
+                other => Err(other),
+            },
+        }
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+async fn system_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    s: &Session,
+    status: StatusCode,
+    message: Option<(&str, &str)>,
+) -> Result<Response, Fail> {
+    let info = st.backend().server_info(&s.token).await?;
+    let ctx = st.ctx(headers);
+    let mut data = json!({"info": {
+        "version": info.version,
+        "site_name": info.site_name,
+        "domain": info.domain,
+        "started": web::date(info.started_at),
+        "started_iso": web::iso(info.started_at),
+        "uptime": web::duration(info.uptime_seconds),
+        "users_total": info.users_total,
+        "active_1d": info.active_1d,
+        "active_7d": info.active_7d,
+        "active_30d": info.active_30d,
+        "connected_now": info.connected_now,
+    }});
+    if let (Some((key, text)), Some(obj)) = (message, data.as_object_mut()) {
+        obj.insert(key.to_string(), json!(text));
+    }
+    Ok(st.render(&ctx, status, "admin_system.html", data))
 }
 
 #[cfg(test)]

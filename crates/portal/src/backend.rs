@@ -688,4 +688,25 @@ impl Backend {
             .await?
             .into_inner())
     }
+
+    /// `System.SendAnnouncement`; the number of accounts addressed.
+    pub async fn announce(
+        &self,
+        token: &str,
+        body: &str,
+        recipients: api::AnnouncementRecipients,
+    ) -> Result<i64, BackendError> {
+        Ok(self
+            .system()
+            .send_announcement(with_session(
+                api::SendAnnouncementRequest {
+                    body: body.to_string(),
+                    recipients: recipients as i32,
+                },
+                token,
+            ))
+            .await?
+            .into_inner()
+            .recipients)
+    }
 }

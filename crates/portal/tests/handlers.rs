@@ -678,6 +678,25 @@ impl api::system_server::System for Fake {
             active_1d: 1,
             active_7d: 2,
             active_30d: 3,
+            connected_now: Some(5),
+        }))
+    }
+
+    async fn send_announcement(
+        &self,
+        req: tonic::Request<api::SendAnnouncementRequest>,
+    ) -> Result<Response<api::SendAnnouncementResponse>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        if r.body.trim().is_empty() {
+            return Err(refuse(tonic::Code::InvalidArgument, "invalid-argument"));
+        }
+        let to = api::AnnouncementRecipients::try_from(r.recipients)
+            .map(|t| t.as_str_name())
+            .unwrap_or("?");
+        self.record(format!("send_announcement {to} {}", r.body));
+        Ok(Response::new(api::SendAnnouncementResponse {
+            recipients: 1,
         }))
     }
 }
@@ -2107,11 +2126,88 @@ async fn admin_system_page() {
             "<tr><th>Active in the past 24 hours</th><td>1</td></tr>",
             "<tr><th>Active in the past 7 days</th><td>2</td></tr>",
             "<tr><th>Active in the past 30 days</th><td>3</td></tr>",
+            "<tr><th>Connected now</th><td>5</td></tr>",
+            "Broadcast message",
         ] {
             assert!(p.body.contains(text), "{text} missing: {}", p.body);
         }
     }
     assert_eq!(fake.take_calls(), ["get_server_info", "get_server_info"]);
+
+    // Broadcast: CSRF checked; a preview stays on the page, a post redirects with a notice.
+    let page = get(&app, "/admin/system/", &alice).await;
+    let csrf = page.csrf();
+    let forged = post(
+        &app,
+        "/admin/system/",
+        &alice,
+        &[("csrf", "x"), ("text", "hi")],
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    fake.take_calls();
+    let p = post(
+        &app,
+        "/admin/system/",
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("text", "Hello all"),
+            ("action", "preview"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("Announcement sent!"));
+    let p = post(
+        &app,
+        "/admin/system/",
+        &alice,
+        &[
+            ("csrf", &csrf),
+            ("text", "To the online"),
+            ("online_only", "1"),
+            ("action", "post"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location(), "/admin/system/?done=announced");
+    let p = post(
+        &app,
+        "/admin/system/",
+        &alice,
+        &[("csrf", &csrf), ("text", "To everyone"), ("action", "post")],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    let p = post(
+        &app,
+        "/admin/system/",
+        &alice,
+        &[("csrf", &csrf), ("text", " ")],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        fake.take_changes(),
+        [
+            "send_announcement ANNOUNCEMENT_RECIPIENTS_PREVIEW Hello all",
+            "send_announcement ANNOUNCEMENT_RECIPIENTS_ONLINE To the online",
+            "send_announcement ANNOUNCEMENT_RECIPIENTS_ALL To everyone",
+        ]
+    );
+    let shown = get(&app, "/admin/system/?done=announced", &alice).await;
+    assert!(shown.body.contains("Announcement sent!"));
+    let (bob, _) = login(&app, "bob", "bob password").await;
+    let refused = post(
+        &app,
+        "/admin/system/",
+        &bob,
+        &[("csrf", &csrf), ("text", "x")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -233,6 +233,17 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// Accounts with at least one session, and the number of sessions in all.
+    pub fn online(&self) -> (Vec<String>, usize) {
+        let map = self.lock();
+        let users = map
+            .iter()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(u, _)| u.clone())
+            .collect();
+        (users, map.values().map(Vec::len).sum())
+    }
+
     /// Number of sessions of an account.
     pub fn session_count(&self, username: &str) -> usize {
         self.lock().get(username).map(Vec::len).unwrap_or(0)

@@ -928,6 +928,68 @@ async fn scenario(pg_url: Option<&str>) {
     assert_eq!(info.active_1d, 3, "root, bob and lim logged in");
     assert_eq!(info.active_30d, 3);
     assert!(info.uptime_seconds >= 0);
+    assert_eq!(info.connected_now, Some(0), "no XMPP sessions in this test");
+
+    // Announcements (spec 5.5.6): a preview to the admin, then to everyone; offline accounts
+    // find it in their offline messages.
+    let announce = |api: &mut Api, body: &str, to: pb::AnnouncementRecipients| {
+        let mut sys = api.system.clone();
+        let req = pb::SendAnnouncementRequest {
+            body: body.into(),
+            recipients: to as i32,
+        };
+        async move { sys.send_announcement(req).await }
+    };
+    let sent = announce(&mut admin, "Preview", pb::AnnouncementRecipients::Preview)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.recipients, 1);
+    let sent = announce(
+        &mut admin,
+        "Online only",
+        pb::AnnouncementRecipients::Online,
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(sent.recipients, 0);
+    let sent = announce(
+        &mut admin,
+        "Maintenance tonight",
+        pb::AnnouncementRecipients::All,
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(sent.recipients, 3);
+    let waiting = store.offline_messages("lim").await.unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0].1.contains("Maintenance tonight")
+            && waiting[0].1.contains(&format!("from='{DOMAIN}'")),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        store.offline_messages("root").await.unwrap().len(),
+        2,
+        "preview and broadcast"
+    );
+    for (body, to) in [
+        ("", pb::AnnouncementRecipients::All),
+        ("text", pb::AnnouncementRecipients::Unspecified),
+    ] {
+        assert_reason(
+            announce(&mut admin, body, to).await,
+            Code::InvalidArgument,
+            "invalid-argument",
+        );
+    }
+    assert_reason(
+        announce(&mut lim, "spam", pb::AnnouncementRecipients::All).await,
+        Code::PermissionDenied,
+        "permission-denied",
+    );
 
     // --- Profile --------------------------------------------------------------------------
     let bob_login = login(&mut anon, "bob", "bob password 1").await;
