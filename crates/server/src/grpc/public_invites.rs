@@ -131,15 +131,26 @@ impl pb::public_invites_server::PublicInvites for AdminApi {
             }
             Err(e) => return Err(internal(e)),
         }
-        // The admin API has no handle on live sessions: an online inviter sees the new contact
-        // at their next roster fetch, and their presence as soon as the new user comes online.
-        crate::onboarding::after_registration(
+        let changes = crate::onboarding::after_registration(
             store,
             &self.config().domain.ascii,
             &username,
             &invite,
         )
         .await;
+        // An online inviter gets the roster push at once (before the XMPP side runs there is
+        // nobody online to tell).
+        if let Ok(state) = self.live() {
+            for change in changes {
+                crate::routing::push_item(
+                    state,
+                    &change.owner,
+                    &change.item,
+                    change.version,
+                    false,
+                );
+            }
+        }
         tracing::info!(user = %username, invite = %invite.invite_id, "account registered through the portal");
         Ok(Response::new(pb::RegisterResponse { username, jid }))
     }
