@@ -34,6 +34,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     manager
         .ensure_certificate()
         .context("installing a bootstrap certificate")?;
+    manager.apply_owner();
 
     let secret = snikket_runtime::load_or_create_secret(&config.grpc_secret_path(), 0o640)
         .context("loading the internal gRPC secret")?;

@@ -64,6 +64,9 @@ pub struct Manager {
     report_dsn: Option<String>,
     status: Mutex<Status>,
     account: tokio::sync::Mutex<Option<Account>>,
+    /// `PUID`/`PGID`: owner of everything under the letsencrypt directory.
+    owner: Option<(u32, u32)>,
+    root: PathBuf,
 }
 
 impl Manager {
@@ -77,6 +80,8 @@ impl Manager {
         }
         let host = directory_key(&directory_url);
         Manager {
+            owner: config.puid.zip(config.pgid),
+            root: root.clone(),
             layout: Layout::new(&root, &config.domain.ascii),
             names: vec![
                 config.domain.ascii.clone(),
@@ -210,6 +215,17 @@ impl Manager {
         Self::due(installed.as_ref(), ari)
     }
 
+    /// Gives the letsencrypt directory to `PUID`/`PGID` (Snikket's entrypoint does `chown -R`).
+    pub fn apply_owner(&self) {
+        #[cfg(unix)]
+        {
+            let failed = snikket_runtime::files::chown_tree(&self.root, self.owner);
+            if failed > 0 {
+                tracing::warn!(failed, dir = %self.root.display(), "Failed to adjust the permissions of some files/directories");
+            }
+        }
+    }
+
     /// One issuance attempt; installs the certificate on success and records the outcome.
     pub async fn attempt(&self) -> Result<u32, CertError> {
         let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.issue_and_install()).await {
@@ -222,6 +238,7 @@ impl Manager {
         match &result {
             Ok(version) => {
                 tracing::info!(version, names = ?self.names, "certificate installed");
+                self.apply_owner();
                 self.update(|s| {
                     s.last_error.clear();
                     s.last_success = now();

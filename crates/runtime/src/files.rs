@@ -116,3 +116,81 @@ mod tests {
         }
     }
 }
+
+/// Gives `root` and everything below it (symlinks themselves, not their targets) to `uid:gid`,
+/// like `chown -R`, but only when both ids are non-zero and the process runs as root (Snikket's
+/// `PUID`/`PGID` rule). Returns how many entries could not be changed; a missing `root` is 0.
+#[cfg(unix)]
+pub fn chown_tree(root: &Path, owner: Option<(u32, u32)>) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Some((uid, gid)) = owner.filter(|(u, g)| *u != 0 && *g != 0) else {
+        return 0;
+    };
+    let am_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !am_root || std::fs::symlink_metadata(root).is_err() {
+        return 0;
+    }
+    let mut failed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).is_err() {
+            failed += 1;
+        }
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            match std::fs::read_dir(&path) {
+                Ok(entries) => stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path()))),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    failed
+}
+
+#[cfg(all(test, unix))]
+mod chown_tests {
+    use super::chown_tree;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn chown_tree_follows_the_puid_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("live/chat.example.com");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join("cert1.pem"), b"x").expect("write");
+        std::os::unix::fs::symlink("cert1.pem", sub.join("cert.pem")).expect("symlink");
+        let before = std::fs::metadata(sub.join("cert1.pem"))
+            .expect("stat")
+            .uid();
+        assert_eq!(chown_tree(dir.path(), None), 0);
+        assert_eq!(
+            chown_tree(dir.path(), Some((0, 1234))),
+            0,
+            "a zero id disables it"
+        );
+        assert_eq!(
+            std::fs::metadata(sub.join("cert1.pem"))
+                .expect("stat")
+                .uid(),
+            before
+        );
+        assert_eq!(
+            chown_tree(&dir.path().join("missing"), Some((1234, 1234))),
+            0
+        );
+        let root = std::fs::metadata("/proc/self").expect("proc").uid() == 0;
+        assert_eq!(chown_tree(dir.path(), Some((1234, 2345))), 0);
+        for p in [dir.path().to_path_buf(), sub.clone(), sub.join("cert1.pem")] {
+            let m = std::fs::symlink_metadata(&p).expect("stat");
+            if root {
+                assert_eq!((m.uid(), m.gid()), (1234, 2345), "{}", p.display());
+            } else {
+                assert_eq!(m.uid(), before, "not root: nothing changes");
+            }
+        }
+        if root {
+            let link = std::fs::symlink_metadata(sub.join("cert.pem")).expect("stat");
+            assert_eq!(link.uid(), 1234, "the link itself");
+        }
+    }
+}
