@@ -5,6 +5,7 @@ pub mod archive;
 pub mod backup;
 pub mod circle_admin;
 pub mod circles;
+pub mod fast;
 pub mod invites;
 pub mod offline;
 pub mod pep;
