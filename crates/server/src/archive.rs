@@ -131,7 +131,7 @@ fn parse_time(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-fn stamp(t: i64) -> String {
+pub(crate) fn stamp(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|t| {

@@ -6,9 +6,11 @@
 
 pub mod conn;
 pub mod csi;
+pub mod fast;
 pub mod listener;
 pub mod negotiate;
 pub mod register;
+pub mod sasl2;
 pub mod session;
 pub mod sm;
 

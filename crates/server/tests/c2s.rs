@@ -769,64 +769,41 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// What one SCRAM-SHA-256 attempt over direct TLS produced.
-struct ScramAttempt {
-    /// The decoded server-first message.
-    server_first: String,
-    /// `s=` and `i=` of it.
-    salt: Vec<u8>,
-    iterations: u32,
-    /// Everything the server sent after client-final.
-    outcome: String,
+/// Reads the SCRAM server-first challenge (either SASL profile) and decodes it.
+fn read_server_first(tls: &mut impl Read, user: &str) -> String {
+    use base64::Engine;
+    let out = read_until(tls, "</challenge>");
+    let challenge = element_text(&out, "challenge")
+        .unwrap_or_else(|| panic!("{user}: no server-first challenge but: {out}"));
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(challenge)
+        .unwrap();
+    String::from_utf8(decoded).unwrap()
 }
 
-/// Runs a complete SCRAM-SHA-256 exchange (RFC 5802, no channel binding) as `user`.
-fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
+/// The value of attribute `k` (`"r="`, `"s="`, …) of a SCRAM message.
+fn scram_attr(message: &str, k: &str) -> Option<String> {
+    message
+        .split(',')
+        .find_map(|a| a.strip_prefix(k))
+        .map(str::to_owned)
+}
+
+/// SCRAM-SHA-256 client math (RFC 5802, no channel binding): the client-final message for
+/// `server_first` and the server-final message (`v=…`) the server must answer with.
+fn scram_client_final(
+    password: &str,
+    client_first_bare: &str,
+    server_first: &str,
+    nonce: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> (String, Vec<u8>) {
     use base64::Engine;
     use sha2::Digest;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut tls = tls_connect(s);
-    tls.write_all(HEADER.as_bytes()).unwrap();
-    let features = read_until(&mut tls, "</features>");
-    assert!(features.contains("SCRAM-SHA-256"), "{features}");
-    let client_nonce = "rOprNGfwEbeRWgbNEkqO";
-    let client_first_bare = format!("n={user},r={client_nonce}");
-    tls.write_all(
-        format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
-            b64.encode(format!("n,,{client_first_bare}"))
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let out = read_until(&mut tls, "</challenge>");
-    let challenge = element_text(&out, "challenge")
-        .unwrap_or_else(|| panic!("{user}: no server-first challenge but: {out}"));
-    let server_first = String::from_utf8(b64.decode(challenge).unwrap()).unwrap();
-    let attr = |k: &str| {
-        server_first
-            .split(',')
-            .find_map(|a| a.strip_prefix(k))
-            .map(str::to_owned)
-    };
-    let nonce = attr("r=").unwrap_or_else(|| panic!("no r= in {server_first}"));
-    assert!(
-        nonce.starts_with(client_nonce) && nonce.len() > client_nonce.len(),
-        "{server_first}"
-    );
-    let salt = b64
-        .decode(attr("s=").unwrap_or_else(|| panic!("no s= in {server_first}")))
-        .unwrap();
-    let iterations: u32 = attr("i=")
-        .unwrap_or_else(|| panic!("no i= in {server_first}"))
-        .parse()
-        .unwrap();
-    assert!(!salt.is_empty() && iterations >= 4096, "{server_first}");
     // Hi(password, salt, i) = PBKDF2-HMAC-SHA-256 with one output block.
-    let mut u = hmac_sha256(
-        password.as_bytes(),
-        &[salt.as_slice(), &[0, 0, 0, 1]].concat(),
-    );
+    let mut u = hmac_sha256(password.as_bytes(), &[salt, &[0, 0, 0, 1]].concat());
     let mut salted = u.clone();
     for _ in 1..iterations {
         u = hmac_sha256(password.as_bytes(), &u);
@@ -842,7 +819,66 @@ fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
         .zip(&signature)
         .map(|(a, b)| a ^ b)
         .collect();
-    let client_final = format!("{without_proof},p={}", b64.encode(proof));
+    let server_key = hmac_sha256(&salted, b"Server Key");
+    let v = b64.encode(hmac_sha256(&server_key, auth_message.as_bytes()));
+    (
+        format!("{without_proof},p={}", b64.encode(proof)),
+        format!("v={v}").into_bytes(),
+    )
+}
+
+/// What one SCRAM-SHA-256 attempt over direct TLS produced.
+struct ScramAttempt {
+    /// The decoded server-first message.
+    server_first: String,
+    /// `s=` and `i=` of it.
+    salt: Vec<u8>,
+    iterations: u32,
+    /// Everything the server sent after client-final.
+    outcome: String,
+}
+
+/// Runs a complete SCRAM-SHA-256 exchange (RFC 5802, no channel binding) as `user`.
+fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut tls = tls_connect(s);
+    tls.write_all(HEADER.as_bytes()).unwrap();
+    let features = read_until(&mut tls, "</features>");
+    assert!(features.contains("SCRAM-SHA-256"), "{features}");
+    let client_nonce = "rOprNGfwEbeRWgbNEkqO";
+    let client_first_bare = format!("n={user},r={client_nonce}");
+    tls.write_all(
+        format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            b64.encode(format!("n,,{client_first_bare}"))
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let server_first = read_server_first(&mut tls, user);
+    let attr = |k: &str| scram_attr(&server_first, k);
+    let nonce = attr("r=").unwrap_or_else(|| panic!("no r= in {server_first}"));
+    assert!(
+        nonce.starts_with(client_nonce) && nonce.len() > client_nonce.len(),
+        "{server_first}"
+    );
+    let salt = b64
+        .decode(attr("s=").unwrap_or_else(|| panic!("no s= in {server_first}")))
+        .unwrap();
+    let iterations: u32 = attr("i=")
+        .unwrap_or_else(|| panic!("no i= in {server_first}"))
+        .parse()
+        .unwrap();
+    assert!(!salt.is_empty() && iterations >= 4096, "{server_first}");
+    let (client_final, server_signature) = scram_client_final(
+        password,
+        &client_first_bare,
+        &server_first,
+        &nonce,
+        &salt,
+        iterations,
+    );
     tls.write_all(
         format!(
             "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
@@ -851,21 +887,12 @@ fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
         .as_bytes(),
     )
     .unwrap();
-    let mut outcome = String::new();
-    let mut buf = [0u8; 4096];
-    while !outcome.contains("</failure>") && !outcome.contains("</success>") {
-        match tls.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => outcome.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
+    let outcome = read_outcome(&mut tls);
     if outcome.contains("</success>") {
-        let server_key = hmac_sha256(&salted, b"Server Key");
-        let v = b64.encode(hmac_sha256(&server_key, auth_message.as_bytes()));
         let got = element_text(&outcome, "success").unwrap();
         assert_eq!(
             b64.decode(got).unwrap(),
-            format!("v={v}").into_bytes(),
+            server_signature,
             "server signature"
         );
     }
@@ -1031,4 +1058,250 @@ fn bookmarks_set_in_one_format_are_read_in_the_other() {
         ("jon", "granite tulip saddle"),
     );
     assert!(ok && out.contains("OK bookmarks both ways"), "{out}");
+}
+
+// SASL2 (XEP-0388), Bind 2 (XEP-0386) and FAST (XEP-0484). No installable third-party client
+// speaks these (slixmpp has no SASL2; nbxmpp needs a GLib main loop), so these tests speak the
+// XML by hand over rustls, reusing the SCRAM client above.
+
+type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+const CLIENT_ID: &str = "0f3c8a52-4d36-4c5e-9a1b-7f0e2d6c9b41";
+
+/// The value of the first `name="…"` (or `name='…'`) attribute in `out`.
+fn attr_value<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    let at = out.find(&format!(" {name}="))? + name.len() + 2;
+    let quote = out[at..].chars().next()?;
+    let rest = &out[at + 1..];
+    Some(&rest[..rest.find(quote)?])
+}
+
+/// Opens a direct-TLS stream and returns it with the stream features.
+fn sasl2_stream(s: &Server) -> (TlsClient, String) {
+    let mut tls = tls_connect(s);
+    tls.write_all(HEADER.as_bytes()).unwrap();
+    let features = read_until(&mut tls, "</features>");
+    assert!(features.contains("</features>"), "{features}");
+    (tls, features)
+}
+
+/// `<authenticate/>` with a user agent and the extra inline elements.
+fn authenticate(mechanism: &str, initial: &[u8], client_id: &str, inline: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='{mechanism}'>\
+         <initial-response>{}</initial-response>\
+         <user-agent id='{client_id}'><software>Testapp</software><device>CI</device></user-agent>\
+         {inline}</authenticate>",
+        b64.encode(initial)
+    )
+}
+
+/// SASL2 SCRAM-SHA-256 login; returns the stream and everything up to the end of the outcome.
+fn sasl2_scram(s: &Server, user: &str, password: &str, inline: &str) -> (TlsClient, String) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut tls, features) = sasl2_stream(s);
+    let client_nonce = "fyko+d2lbbFgONRv9qkxdawL";
+    let client_first_bare = format!("n={user},r={client_nonce}");
+    let first = format!("n,,{client_first_bare}");
+    tls.write_all(authenticate("SCRAM-SHA-256", first.as_bytes(), CLIENT_ID, inline).as_bytes())
+        .unwrap();
+    assert!(features.contains("urn:xmpp:sasl:2"), "{features}");
+    let server_first = read_server_first(&mut tls, user);
+    let attr = |k: &str| scram_attr(&server_first, k).unwrap();
+    let salt = b64.decode(attr("s=")).unwrap();
+    let (client_final, server_final) = scram_client_final(
+        password,
+        &client_first_bare,
+        &server_first,
+        &attr("r="),
+        &salt,
+        attr("i=").parse().unwrap(),
+    );
+    tls.write_all(
+        format!(
+            "<response xmlns='urn:xmpp:sasl:2'>{}</response>",
+            b64.encode(client_final)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let outcome = read_outcome(&mut tls);
+    if outcome.contains("</success>") {
+        let data = element_text(&outcome, "additional-data").unwrap();
+        assert_eq!(b64.decode(data).unwrap(), server_final, "server signature");
+    }
+    (tls, outcome)
+}
+
+fn read_outcome(tls: &mut TlsClient) -> String {
+    let mut outcome = String::new();
+    let mut buf = [0u8; 4096];
+    while !outcome.contains("</failure>") && !outcome.contains("</success>") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => outcome.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    outcome
+}
+
+/// The HT-SHA-256-NONE initial response for `token` (XEP-0484).
+fn ht_initial(user: &str, token: &str) -> Vec<u8> {
+    let mut msg = format!("{user}\0").into_bytes();
+    msg.extend(hmac_sha256(token.as_bytes(), b"Initiator"));
+    msg
+}
+
+fn fast_login(s: &Server, user: &str, token: &str, client_id: &str) -> (TlsClient, String) {
+    let (mut tls, _) = sasl2_stream(s);
+    let bind = "<bind xmlns='urn:xmpp:bind:0'><tag>Testapp</tag></bind>";
+    tls.write_all(
+        authenticate("HT-SHA-256-NONE", &ht_initial(user, token), client_id, bind).as_bytes(),
+    )
+    .unwrap();
+    let outcome = read_outcome(&mut tls);
+    (tls, outcome)
+}
+
+/// A ping to the server on a bound stream gets its result.
+fn assert_ping(tls: &mut TlsClient, id: &str) {
+    tls.write_all(
+        format!("<iq type='get' id='{id}' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut out = read_until(tls, id);
+    while out.find(id).is_some_and(|at| !out[at..].contains('>')) {
+        out.push_str(&read_until(tls, ">"));
+    }
+    let at = out
+        .rfind("<iq")
+        .unwrap_or_else(|| panic!("no reply: {out}"));
+    let reply = &out[at..];
+    assert!(
+        reply.contains(id)
+            && (reply.contains("type=\"result\"") || reply.contains("type='result'")),
+        "{out}"
+    );
+}
+
+#[test]
+fn sasl2_bind2_and_fast_tokens() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let s = start();
+    let token = s.invite(&[]);
+    s.registered("petra", "correct horse battery", &token);
+
+    // The features offer SASL2 with the same SCRAM mechanisms, Bind 2 and FAST inline.
+    let (_, features) = sasl2_stream(&s);
+    for f in [
+        "urn:xmpp:sasl:2",
+        "urn:xmpp:bind:0",
+        "HT-SHA-256-NONE",
+        "SCRAM-SHA-256-PLUS",
+        "urn:ietf:params:xml:ns:xmpp-sasl",
+    ] {
+        assert!(features.contains(f), "{f} missing: {features}");
+    }
+
+    // A wrong password is not-authorized, in the SASL2 failure.
+    let (_, outcome) = sasl2_scram(&s, "petra", "wrong horse battery", "");
+    assert!(outcome.contains("urn:xmpp:sasl:2"), "{outcome}");
+    assert_eq!(
+        sasl_failure_condition(&outcome),
+        Some("not-authorized"),
+        "{outcome}"
+    );
+
+    // SCRAM with Bind 2 (carbons and stream management inline) and a token request.
+    let inline = "<bind xmlns='urn:xmpp:bind:0'><tag>Testapp</tag>\
+                  <enable xmlns='urn:xmpp:carbons:2'/><enable xmlns='urn:xmpp:sm:3' resume='true'/></bind>\
+                  <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>";
+    let (mut tls, outcome) = sasl2_scram(&s, "petra", "correct horse battery", inline);
+    assert!(outcome.contains("<success"), "{outcome}");
+    let jid = element_text(&outcome, "authorization-identifier").unwrap();
+    let resource = jid
+        .strip_prefix("petra@chat.test/Testapp.")
+        .unwrap_or_else(|| panic!("{jid}"));
+    assert_eq!(resource.len(), 8, "{jid}");
+    assert!(outcome.contains("<bound"), "{outcome}");
+    assert!(outcome.contains("<enabled"), "{outcome}");
+    let fast_token = attr_value(&outcome, "token").unwrap().to_string();
+    assert!(attr_value(&outcome, "expiry").unwrap().starts_with("20"));
+    assert!(fast_token.len() > 64, "{outcome}");
+    // The stream is bound at once: no restart, no features, a ping works.
+    assert_ping(&mut tls, "ping-1");
+    drop(tls);
+
+    // The token logs the same client in, with the same resource and the server's proof.
+    let (mut tls, outcome) = fast_login(&s, "petra", &fast_token, CLIENT_ID);
+    assert!(outcome.contains("<success"), "{outcome}");
+    assert_eq!(
+        element_text(&outcome, "authorization-identifier"),
+        Some(jid),
+        "{outcome}"
+    );
+    let data = element_text(&outcome, "additional-data").unwrap();
+    assert_eq!(
+        b64.decode(data).unwrap(),
+        hmac_sha256(fast_token.as_bytes(), b"Responder")
+    );
+    assert_ping(&mut tls, "ping-2");
+    drop(tls);
+
+    // A wrong token, another client's id, and an unknown user are refused alike.
+    let mut wrong = fast_token.clone();
+    wrong.replace_range(0..1, if wrong.starts_with('A') { "B" } else { "A" });
+    for (user, token, client) in [
+        ("petra", wrong.as_str(), CLIENT_ID),
+        ("petra", fast_token.as_str(), "another-client"),
+        ("nobody", fast_token.as_str(), CLIENT_ID),
+    ] {
+        let (_, outcome) = fast_login(&s, user, token, client);
+        assert_eq!(
+            sasl_failure_condition(&outcome),
+            Some("not-authorized"),
+            "{user}/{client}: {outcome}"
+        );
+    }
+    // A password login that asks for a new token retires the old one for this client.
+    let request = "<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>";
+    let (_, outcome) = sasl2_scram(&s, "petra", "correct horse battery", request);
+    let newer = attr_value(&outcome, "token").unwrap().to_string();
+    assert_ne!(newer, fast_token);
+    let (_, outcome) = fast_login(&s, "petra", &fast_token, CLIENT_ID);
+    assert_eq!(
+        sasl_failure_condition(&outcome),
+        Some("not-authorized"),
+        "{outcome}"
+    );
+    let (_, outcome) = fast_login(&s, "petra", &newer, CLIENT_ID);
+    assert!(outcome.contains("<success"), "{outcome}");
+
+    // Without Bind 2 the stream continues without a restart: features, then legacy bind.
+    let (mut tls, outcome) = sasl2_scram(&s, "petra", "correct horse battery", "");
+    assert_eq!(
+        element_text(&outcome, "authorization-identifier"),
+        Some("petra@chat.test"),
+        "{outcome}"
+    );
+    let mut features = outcome.clone();
+    if !features.contains("</features>") {
+        features.push_str(&read_until(&mut tls, "</features>"));
+    }
+    assert!(
+        features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+        "{features}"
+    );
+    tls.write_all(
+        b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r1</resource></bind></iq>",
+    )
+    .unwrap();
+    let out = read_until(&mut tls, "</iq>");
+    assert!(out.contains("petra@chat.test/r1"), "{out}");
+    assert_ping(&mut tls, "ping-3");
 }

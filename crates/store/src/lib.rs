@@ -14,6 +14,7 @@ pub use pool::{Backend, Store};
 pub use repo::accounts::{Account, AccountState, Credential, Role};
 pub use repo::archive::{ArchiveEntry, ArchivePage, ArchiveQuery, Archived};
 pub use repo::circles::{Circle, CircleChat, DEFAULT_CIRCLE_ID};
+pub use repo::fast::FastToken;
 pub use repo::invites::{new_token, Invite, InviteKind, InviteProblem, NewInvite};
 pub use repo::pep::{PepItem, PepNode};
 pub use repo::roster::{RosterItem, Subscription};

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod blocking;
 pub mod circle_admin;
 pub mod circles;
+pub mod fast;
 pub mod invites;
 pub mod offline;
 pub mod pep;

@@ -1,10 +1,12 @@
-//! Stream negotiation: STARTTLS or direct TLS, SASL SCRAM (or invite registration), resource binding.
+//! Stream negotiation: STARTTLS or direct TLS, SASL SCRAM or SASL2 (`c2s::sasl2`, with Bind 2 and
+//! FAST) or invite registration, resource binding.
 //!
 //! Everything before authentication runs under a small stanza limit and a deadline, so an idle or
 //! slow unauthenticated connection costs little and goes away.
 
 use crate::c2s::conn::{Conn, ConnError};
 use crate::c2s::register::{self, Registration};
+use crate::c2s::sasl2;
 use crate::c2s::session;
 use crate::state::State;
 use crate::xml::{self, el, NS_CLIENT};
@@ -23,7 +25,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
-const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub(super) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
@@ -75,10 +77,12 @@ pub async fn handle(
     .await
 }
 
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+pub(super) type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// A negotiated, authenticated, bound stream.
 pub struct Bound {
+    /// Stream management enabled inline (Bind 2), to start the session with.
+    pub sm: Option<crate::c2s::sm::InlineEnable>,
     /// The connection.
     pub conn: Conn<Tls>,
     /// Local part of the account.
@@ -122,7 +126,7 @@ async fn accept_tls(socket: TcpStream, state: &State) -> Option<Tls> {
 }
 
 /// Reads the peer's stream header and answers with ours; checks the addressed domain.
-async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &State,
     features: Element,
@@ -165,7 +169,7 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     conn.send_el(&features).await.ok()
 }
 
-async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
+pub(super) async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
     match e {
         ConnError::Stream(s) => {
             tracing::debug!(condition = s.condition(), "stream error");
@@ -176,7 +180,7 @@ async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnEr
     }
 }
 
-fn features(children: Vec<Element>) -> Element {
+pub(super) fn features(children: Vec<Element>) -> Element {
     el("features", snikket_xmpp::framing::NS_STREAM, &[], children)
 }
 
@@ -244,12 +248,16 @@ fn channel_bindings(tls: &Tls, state: &State) -> Vec<ChannelBinding> {
     out
 }
 
-fn sasl_features(cb: &[ChannelBinding]) -> Vec<Element> {
-    let mechs = scram::mechanisms(!cb.is_empty())
-        .into_iter()
-        .map(|m| xml::text_el("mechanism", NS_SASL, m))
-        .collect();
-    let mut out = vec![el("mechanisms", NS_SASL, &[], mechs)];
+fn sasl_features(cb: &[ChannelBinding], state: &State) -> Vec<Element> {
+    let mut out = Vec::new();
+    if !state.config.server.require_sasl2 {
+        let mechs = scram::mechanisms(!cb.is_empty())
+            .into_iter()
+            .map(|m| xml::text_el("mechanism", NS_SASL, m))
+            .collect();
+        out.push(el("mechanisms", NS_SASL, &[], mechs));
+    }
+    out.push(sasl2::feature(cb));
     if !cb.is_empty() {
         let types = cb
             .iter()
@@ -276,7 +284,7 @@ fn sasl_features(cb: &[ChannelBinding]) -> Vec<Element> {
     out
 }
 
-fn limits_feature() -> Element {
+pub(super) fn limits_feature() -> Element {
     el(
         "limits",
         "urn:xmpp:stream-limits:0",
@@ -292,7 +300,7 @@ fn limits_feature() -> Element {
 async fn secure(tls: Tls, peer: SocketAddr, state: &Arc<State>) -> Option<Bound> {
     let cb = channel_bindings(&tls, state);
     let mut conn = Conn::new(tls, pre_auth_limits());
-    open_stream(&mut conn, state, features(sasl_features(&cb))).await?;
+    open_stream(&mut conn, state, features(sasl_features(&cb, state))).await?;
     let mut registration = Registration::default();
     let mut failures = 0;
     let username = loop {
@@ -311,51 +319,76 @@ async fn secure(tls: Tls, peer: SocketAddr, state: &Arc<State>) -> Option<Bound>
                 return None;
             }
         };
-        if element.is("auth", NS_SASL) {
-            match sasl(&mut conn, &element, &cb, state, peer).await {
-                SaslOutcome::Success(u) => break u,
-                SaslOutcome::Failed => {
-                    failures += 1;
-                    if failures >= MAX_AUTH_FAILURES {
-                        conn.fail(
-                            "policy-violation",
-                            Some("Too many failed authentication attempts"),
-                        )
-                        .await;
-                        return None;
-                    }
-                }
-                SaslOutcome::Closed => return None,
+        let outcome = if element.is("auth", NS_SASL) {
+            sasl(&mut conn, &element, &cb, state, peer).await
+        } else if element.is("authenticate", sasl2::NS_SASL2) {
+            match sasl2::authenticate(&mut conn, &element, &cb, state, peer).await {
+                Ok(auth) => return sasl2::finish(conn, auth, &element, &cb, state).await,
+                Err(o) => o,
             }
         } else if element.is("iq", NS_CLIENT) {
             let reply = register::handle_pre_auth(&element, &mut registration, state).await;
             conn.send_el(&reply).await.ok()?;
+            continue;
         } else {
             conn.fail("not-authorized", None).await;
             return None;
+        };
+        match outcome {
+            SaslOutcome::Success(u) => break u,
+            SaslOutcome::Failed => {
+                failures += 1;
+                if failures >= MAX_AUTH_FAILURES {
+                    conn.fail(
+                        "policy-violation",
+                        Some("Too many failed authentication attempts"),
+                    )
+                    .await;
+                    return None;
+                }
+            }
+            SaslOutcome::Closed => return None,
         }
     };
     tracing::debug!(user = %username, "authenticated");
     bind(conn, username, state).await
 }
 
-enum SaslOutcome {
+pub(super) enum SaslOutcome {
     Success(String),
     Failed,
     Closed,
 }
 
-fn sasl_failure(condition: &str, text: Option<&str>) -> Element {
-    let mut f = el(
-        "failure",
-        NS_SASL,
-        &[],
-        vec![el(condition, NS_SASL, &[], vec![])],
-    );
-    if let Some(t) = text {
-        f.append_child(xml::text_el("text", NS_SASL, t));
+/// Which SASL profile an exchange speaks: RFC 6120's or SASL2's (XEP-0388). Both carry the same
+/// base64 payloads and RFC 6120 conditions; they differ in the element namespaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Profile {
+    Legacy,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Legacy => NS_SASL,
+            Profile::Sasl2 => sasl2::NS_SASL2,
+        }
     }
-    f
+
+    /// `<failure>` with an RFC 6120 condition (always in the SASL namespace) and a text.
+    pub(super) fn failure(self, condition: &str, text: Option<&str>) -> Element {
+        let mut f = el(
+            "failure",
+            self.ns(),
+            &[],
+            vec![el(condition, NS_SASL, &[], vec![])],
+        );
+        if let Some(t) = text {
+            f.append_child(xml::text_el("text", self.ns(), t));
+        }
+        f
+    }
 }
 
 /// The store's mechanism name for a SCRAM hash.
@@ -373,35 +406,62 @@ async fn sasl(
     state: &State,
     peer: SocketAddr,
 ) -> SaslOutcome {
-    let fail = |c: &str, t: Option<&str>| sasl_failure(c, t);
-    let Ok(mech) = Mechanism::from_name(auth.attr("mechanism").unwrap_or("")) else {
-        return send_failure(conn, fail("invalid-mechanism", None)).await;
+    if state.config.server.require_sasl2 {
+        let f = Profile::Legacy.failure("invalid-mechanism", Some("Log in with SASL2"));
+        return send_failure(conn, f).await;
+    }
+    let mech = auth.attr("mechanism").unwrap_or("");
+    let text = auth.text();
+    match scram_exchange(conn, Profile::Legacy, mech, Some(&text), cb, state, peer).await {
+        Ok((username, server_final)) => {
+            let success = xml::text_el("success", NS_SASL, &scram::encode_payload(&server_final));
+            if conn.send_el(&success).await.is_err() {
+                return SaslOutcome::Closed;
+            }
+            SaslOutcome::Success(username)
+        }
+        Err(o) => o,
+    }
+}
+
+/// A whole SCRAM exchange after the client's first message (`initial`, base64, possibly
+/// empty or absent), through the account check. Returns the username and the server-final
+/// message; the caller sends the profile's success. Failures are sent and throttled here.
+pub(super) async fn scram_exchange(
+    conn: &mut Conn<Tls>,
+    profile: Profile,
+    mechanism: &str,
+    initial: Option<&str>,
+    cb: &[ChannelBinding],
+    state: &State,
+    peer: SocketAddr,
+) -> Result<(String, Vec<u8>), SaslOutcome> {
+    let fail = |c: &str| profile.failure(c, None);
+    let Ok(mech) = Mechanism::from_name(mechanism) else {
+        return Err(send_failure(conn, fail("invalid-mechanism")).await);
     };
     if mech.is_plus() && cb.is_empty() {
-        return send_failure(conn, fail("invalid-mechanism", None)).await;
+        return Err(send_failure(conn, fail("invalid-mechanism")).await);
     }
     let mut server = ScramServer::new(mech, cb.to_vec(), !cb.is_empty());
-    let mut initial = match scram::decode_payload(&auth.text()) {
+    let mut initial = match scram::decode_payload(initial.unwrap_or("")) {
         Ok(b) => b,
-        Err(_) => return send_failure(conn, fail("incorrect-encoding", None)).await,
+        Err(_) => return Err(send_failure(conn, fail("incorrect-encoding")).await),
     };
     if initial.is_empty() {
         // No initial response: ask for it with an empty challenge.
         if conn
-            .send_el(&el("challenge", NS_SASL, &[], vec![]))
+            .send_el(&el("challenge", profile.ns(), &[], vec![]))
             .await
             .is_err()
         {
-            return SaslOutcome::Closed;
+            return Err(SaslOutcome::Closed);
         }
-        initial = match read_response(conn).await {
-            Ok(b) => b,
-            Err(o) => return o,
-        };
+        initial = read_response(conn, profile).await?;
     }
     let first = match server.client_first(&initial) {
         Ok(f) => f,
-        Err(e) => return send_failure(conn, fail(e.condition(), None)).await,
+        Err(e) => return Err(send_failure(conn, fail(e.condition())).await),
     };
     let username = snikket_xmpp::account::validate_localpart(&first.username).ok();
     let creds = match &username {
@@ -414,78 +474,105 @@ async fn sasl(
             }),
             Err(e) => {
                 tracing::error!(error = %e, "credential lookup failed");
-                return send_failure(conn, fail("temporary-auth-failure", None)).await;
+                return Err(send_failure(conn, fail("temporary-auth-failure")).await);
             }
         },
         None => None,
     };
     let server_first = match server.server_first(creds.as_ref()) {
         Ok(b) => b,
-        Err(e) => return send_failure(conn, fail(e.condition(), None)).await,
+        Err(e) => return Err(send_failure(conn, fail(e.condition())).await),
     };
-    let challenge = xml::text_el("challenge", NS_SASL, &scram::encode_payload(&server_first));
+    let challenge = xml::text_el(
+        "challenge",
+        profile.ns(),
+        &scram::encode_payload(&server_first),
+    );
     if conn.send_el(&challenge).await.is_err() {
-        return SaslOutcome::Closed;
+        return Err(SaslOutcome::Closed);
     }
-    let response = match read_response(conn).await {
-        Ok(b) => b,
-        Err(o) => return o,
-    };
+    let response = read_response(conn, profile).await?;
     match server.client_final(&response) {
         Ok(server_final) => {
             let Some(username) = username else {
-                return send_failure(conn, fail("not-authorized", None)).await;
+                return Err(send_failure(conn, fail("not-authorized")).await);
             };
-            match state.store.account(&username).await {
-                Ok(Some(a)) if a.state == AccountState::Active => {}
-                Ok(Some(a)) => {
-                    let text = if a.state == AccountState::PendingDeletion {
-                        "Account deleted"
-                    } else {
-                        "Account disabled"
-                    };
-                    return send_failure(conn, fail("account-disabled", Some(text))).await;
-                }
-                Ok(None) => return send_failure(conn, fail("not-authorized", None)).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "account lookup failed");
-                    return send_failure(conn, fail("temporary-auth-failure", None)).await;
-                }
-            }
-            state.auth_throttle.success(peer.ip());
-            let success = xml::text_el("success", NS_SASL, &scram::encode_payload(&server_final));
-            if conn.send_el(&success).await.is_err() {
-                return SaslOutcome::Closed;
-            }
-            SaslOutcome::Success(username)
+            account_may_log_in(conn, profile, &username, state, peer).await?;
+            Ok((username, server_final))
         }
         Err(e) => {
-            tracing::info!(user = ?username, %peer, "authentication failed");
-            // Slow repeated failures from one address down, without locking the account.
-            let delay = state.auth_throttle.failure(peer.ip());
-            tokio::time::sleep(delay).await;
-            send_failure(conn, fail(e.condition(), None)).await
+            let who = username.as_deref().unwrap_or("");
+            Err(auth_failed(conn, profile, e.condition(), who, state, peer).await)
         }
     }
 }
 
-async fn send_failure(conn: &mut Conn<Tls>, failure: Element) -> SaslOutcome {
+/// After the credentials checked out: refuses disabled, deleted and unknown accounts, else
+/// records the success for the throttle.
+pub(super) async fn account_may_log_in(
+    conn: &mut Conn<Tls>,
+    profile: Profile,
+    username: &str,
+    state: &State,
+    peer: SocketAddr,
+) -> Result<(), SaslOutcome> {
+    let fail = |c: &str, t: Option<&str>| profile.failure(c, t);
+    match state.store.account(username).await {
+        Ok(Some(a)) if a.state == AccountState::Active => {}
+        Ok(Some(a)) => {
+            let text = if a.state == AccountState::PendingDeletion {
+                "Account deleted"
+            } else {
+                "Account disabled"
+            };
+            return Err(send_failure(conn, fail("account-disabled", Some(text))).await);
+        }
+        Ok(None) => return Err(send_failure(conn, fail("not-authorized", None)).await),
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            return Err(send_failure(conn, fail("temporary-auth-failure", None)).await);
+        }
+    }
+    state.auth_throttle.success(peer.ip());
+    Ok(())
+}
+
+/// Wrong credentials: logged, slowed down per address, answered with `condition`.
+pub(super) async fn auth_failed(
+    conn: &mut Conn<Tls>,
+    profile: Profile,
+    condition: &str,
+    user: &str,
+    state: &State,
+    peer: SocketAddr,
+) -> SaslOutcome {
+    tracing::info!(user, %peer, "authentication failed");
+    // Slow repeated failures from one address down, without locking the account.
+    let delay = state.auth_throttle.failure(peer.ip());
+    tokio::time::sleep(delay).await;
+    send_failure(conn, profile.failure(condition, None)).await
+}
+
+pub(super) async fn send_failure(conn: &mut Conn<Tls>, failure: Element) -> SaslOutcome {
     if conn.send_el(&failure).await.is_err() {
         return SaslOutcome::Closed;
     }
     SaslOutcome::Failed
 }
 
-async fn read_response(conn: &mut Conn<Tls>) -> Result<Vec<u8>, SaslOutcome> {
+async fn read_response(conn: &mut Conn<Tls>, profile: Profile) -> Result<Vec<u8>, SaslOutcome> {
     match conn.next_within(PRE_AUTH_IDLE).await {
-        Ok(Event::Stanza { element, .. }) if element.is("response", NS_SASL) => {
+        Ok(Event::Stanza { element, .. }) if element.is("response", profile.ns()) => {
             match scram::decode_payload(&element.text()) {
                 Ok(b) => Ok(b),
-                Err(_) => Err(send_failure(conn, sasl_failure("incorrect-encoding", None)).await),
+                Err(_) => {
+                    let f = profile.failure("incorrect-encoding", None);
+                    Err(send_failure(conn, f).await)
+                }
             }
         }
-        Ok(Event::Stanza { element, .. }) if element.is("abort", NS_SASL) => {
-            Err(send_failure(conn, sasl_failure("aborted", None)).await)
+        Ok(Event::Stanza { element, .. }) if element.is("abort", profile.ns()) => {
+            Err(send_failure(conn, profile.failure("aborted", None)).await)
         }
         Ok(_) => {
             conn.fail("not-authorized", None).await;
@@ -511,7 +598,13 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
         conn.fail(e.condition(), None).await;
         return None;
     }
-    let f = features(
+    open_stream(&mut conn, state, post_auth_features(state)).await?;
+    bind_loop(conn, username, state).await
+}
+
+/// The features of an authenticated stream that has no resource yet.
+pub(super) fn post_auth_features(state: &State) -> Element {
+    features(
         vec![
             el("bind", NS_BIND, &[], vec![]),
             el(
@@ -529,8 +622,15 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
         // XEP-0115 §6.3: the server's capabilities, so clients need not ask.
         .chain(state.caps.clone())
         .collect(),
-    );
-    open_stream(&mut conn, state, f).await?;
+    )
+}
+
+/// Resource binding (RFC 6120) or stream resumption (XEP-0198) on an authenticated stream.
+pub(super) async fn bind_loop(
+    mut conn: Conn<Tls>,
+    username: String,
+    state: &Arc<State>,
+) -> Option<Bound> {
     loop {
         // XEP-0198 resumption: hand this connection to the hibernating session.
         let first = match conn.next_within(PRE_AUTH_IDLE).await {
@@ -541,6 +641,7 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
                 match bind_step(&mut conn, element, &username, state).await {
                     BindStep::Bound(rx, resource, session_id) => {
                         return Some(Bound {
+                            sm: None,
                             conn,
                             username,
                             resource,
@@ -572,10 +673,15 @@ async fn bind(mut conn: Conn<Tls>, username: String, state: &Arc<State>) -> Opti
             conn.fail("bad-format", None).await;
             return None;
         };
-        match state
-            .sm
-            .resume(&previd, &username, crate::c2s::sm::Resumption { conn, h })
-        {
+        match state.sm.resume(
+            &previd,
+            &username,
+            crate::c2s::sm::Resumption {
+                conn,
+                h,
+                success: None,
+            },
+        ) {
             Ok(()) => return None,
             Err(back) => {
                 conn = back.conn;
@@ -628,21 +734,9 @@ async fn bind_step(
         .map(|r| r.text().trim().to_string())
         .filter(|r| !r.is_empty() && r.len() <= 1023 && jid::ResourcePart::new(r).is_ok());
     let resource = requested.unwrap_or_else(random_resource);
-    let max = state.config.server.max_user_clients as usize;
-    let (rx, session_id, kicked) = match state.router.register(username, &resource, max) {
-        Ok(x) => x,
-        Err(crate::router::RegisterError::TooMany) => {
-            conn.fail(
-                "policy-violation",
-                Some("Too many active connections to this account"),
-            )
-            .await;
-            return BindStep::Stop;
-        }
+    let Some((rx, session_id)) = register_session(conn, username, &resource, state).await else {
+        return BindStep::Stop;
     };
-    if kicked {
-        tracing::debug!(user = %username, %resource, "replaced an older session with the same resource");
-    }
     let full = format!("{username}@{}/{resource}", state.config.domain.ascii);
     let reply = xml::iq_result(
         &iq,
@@ -657,8 +751,34 @@ async fn bind_step(
         state.router.unregister(username, &resource, session_id);
         return BindStep::Stop;
     }
+    BindStep::Bound(rx, resource, session_id)
+}
+
+/// Registers the session `username/resource` in the router (replacing an older session with
+/// that resource) and records the activity; fails the stream when the account has too many.
+pub(super) async fn register_session(
+    conn: &mut Conn<Tls>,
+    username: &str,
+    resource: &str,
+    state: &State,
+) -> Option<(tokio::sync::mpsc::Receiver<crate::router::Outbound>, u64)> {
+    let max = state.config.server.max_user_clients as usize;
+    let (rx, session_id, kicked) = match state.router.register(username, resource, max) {
+        Ok(x) => x,
+        Err(crate::router::RegisterError::TooMany) => {
+            conn.fail(
+                "policy-violation",
+                Some("Too many active connections to this account"),
+            )
+            .await;
+            return None;
+        }
+    };
+    if kicked {
+        tracing::debug!(user = %username, %resource, "replaced an older session with the same resource");
+    }
     if let Err(e) = state.store.touch_account(username).await {
         tracing::warn!(error = %e, "recording last activity failed");
     }
-    BindStep::Bound(rx, resource, session_id)
+    Some((rx, session_id))
 }

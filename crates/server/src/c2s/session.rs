@@ -7,7 +7,7 @@
 use crate::c2s::conn::{Conn, ConnError};
 use crate::c2s::csi::{CsiBuffer, NS_CSI};
 use crate::c2s::negotiate::Bound;
-use crate::c2s::sm::{Counters, Resumption, HIBERNATION, NS_SM};
+use crate::c2s::sm::{enabled_element, wants_resume, Counters, Resumption, HIBERNATION, NS_SM};
 use crate::router::Outbound;
 use crate::routing::{self, Sender};
 use crate::state::State;
@@ -55,13 +55,19 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
         resource,
         mut rx,
         session_id,
+        sm: inline_sm,
     } = bound;
     let me = Sender::new(&username, &resource, &state.config.domain.ascii);
     tracing::debug!(jid = %me.full, "session started");
     state.blocklists.forget(&username);
     routing::sync_circles(&state, &username).await;
     let mut conn: Option<Conn<Tls>> = Some(conn);
-    let mut sm: Option<Sm> = None;
+    // Stream management enabled inline (Bind 2) starts with the session.
+    let mut sm: Option<Sm> = inline_sm.map(|e| Sm {
+        resume_rx: e.resume.then(|| state.sm.register(&e.id, &username)),
+        id: e.id,
+        counters: Counters::default(),
+    });
     let mut close = None;
     let mut csi = CsiBuffer::default();
     loop {
@@ -188,7 +194,11 @@ async fn take_over(
     state: &State,
     username: &str,
 ) -> Option<Conn<Tls>> {
-    let Resumption { mut conn, h } = r;
+    let Resumption {
+        mut conn,
+        h,
+        success,
+    } = r;
     // Held stanzas are resent after the unacknowledged ones; a resumed stream starts active
     // (XEP-0352 §5.2).
     for el in csi.reset() {
@@ -208,7 +218,15 @@ async fn take_over(
         &[("h", &s.counters.h_in.to_string()), ("previd", &s.id)],
         vec![],
     );
-    conn.send_el(&resumed).await.ok()?;
+    // Resumed inline in SASL2: `<resumed/>` goes inside the `<success/>`.
+    let first = match success {
+        Some(mut success) => {
+            success.append_child(resumed);
+            success
+        }
+        None => resumed,
+    };
+    conn.send_el(&first).await.ok()?;
     for stanza in &s.counters.unacked {
         conn.send_el(stanza).await.ok()?;
     }
@@ -341,13 +359,9 @@ async fn stream_management(
     match element.name() {
         "enable" if sm.is_none() => {
             let id = crate::archive::new_stanza_id();
-            let resume = matches!(element.attr("resume"), Some("true") | Some("1"));
+            let resume = wants_resume(element);
             let resume_rx = resume.then(|| state.sm.register(&id, &me.username));
-            let mut enabled = el("enabled", NS_SM, &[("id", &id)], vec![]);
-            if resume {
-                xml::set_attr(&mut enabled, "resume", "true");
-                xml::set_attr(&mut enabled, "max", &HIBERNATION.as_secs().to_string());
-            }
+            let enabled = enabled_element(&id, resume);
             *sm = Some(Sm {
                 id,
                 counters: Counters::default(),

@@ -24,6 +24,32 @@ pub struct Resumption {
     pub conn: Conn<Tls>,
     /// Stanzas the client says it handled (`h` of `<resume/>`).
     pub h: u32,
+    /// With SASL2 (inline resumption), the `<success/>` that carries `<resumed/>`.
+    pub success: Option<minidom::Element>,
+}
+
+/// Stream management enabled inline at Bind 2 (XEP-0198 §inline): the session starts with it.
+#[derive(Debug, Clone)]
+pub struct InlineEnable {
+    /// The stream-management id.
+    pub id: String,
+    /// Whether the session can be resumed.
+    pub resume: bool,
+}
+
+/// The `<enabled/>` answer for a session `id`.
+pub fn enabled_element(id: &str, resume: bool) -> minidom::Element {
+    let mut enabled = crate::xml::el("enabled", NS_SM, &[("id", id)], vec![]);
+    if resume {
+        crate::xml::set_attr(&mut enabled, "resume", "true");
+        crate::xml::set_attr(&mut enabled, "max", &HIBERNATION.as_secs().to_string());
+    }
+    enabled
+}
+
+/// Whether an `<enable/>` asks for resumption.
+pub fn wants_resume(enable: &minidom::Element) -> bool {
+    matches!(enable.attr("resume"), Some("true") | Some("1"))
 }
 
 /// Resumable sessions by stream-management id.

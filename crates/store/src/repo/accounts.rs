@@ -248,6 +248,8 @@ impl Store {
                 return Err(StoreError::NotFound { what: "account" });
             }
             sqlx::query("DELETE FROM credentials WHERE username = $1").bind(username).execute(&mut *tx).await?;
+            // A new password ends every FAST token (XEP-0484) handed out under the old one.
+            sqlx::query("DELETE FROM fast_tokens WHERE username = $1").bind(username).execute(&mut *tx).await?;
             for c in credentials {
                 sqlx::query(
                     "INSERT INTO credentials (username, mechanism, salt, iterations, stored_key, server_key) VALUES ($1, $2, $3, $4, $5, $6)",

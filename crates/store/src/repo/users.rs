@@ -122,7 +122,7 @@ impl Store {
             let r = sqlx::query(&sql).bind(username).execute(&mut *tx).await?.rows_affected();
             if r > 0 {
                 // The foreign keys cascade too; being explicit keeps this true without them.
-                for table in ["circle_members", "credentials", "portal_sessions"] {
+                for table in ["circle_members", "credentials", "portal_sessions", "fast_tokens"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE username = $1"))
                         .bind(username)
                         .execute(&mut *tx)
