@@ -469,6 +469,14 @@ async def scenario_pep(args):
     if data != png:
         fail("avatar data differs (%d bytes)" % len(data or b""))
 
+    # XEP-0153: A's next presence carries the avatar hash for vCard-based clients.
+    a.send_presence(pstatus="with avatar")
+    p = await expect(b.presences, lambda p: p["from"].bare == a_bare and p["status"] == "with avatar",
+                     args.timeout, "presence of a with the avatar hash")
+    photo = p.xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+    if photo is None or photo.text != avatar_id:
+        fail("no vcard-temp:x:update photo %s in %s" % (avatar_id, p))
+
     # The legacy vCard (XEP-0054) reads the PEP avatar, and a vCard photo becomes a PEP avatar.
     card = (await b["xep_0054"].get_vcard(a_bare))["vcard_temp"]
     if card["PHOTO"]["BINVAL"] != png:

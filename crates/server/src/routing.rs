@@ -318,8 +318,13 @@ pub(crate) fn readdress(p: &Element, to: &str) -> Element {
 async fn presence(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
     let kind = stanza.attr("type").map(str::to_string);
     match (kind.as_deref(), stanza.attr("to").map(str::to_string)) {
-        (None | Some("unavailable"), None) => {
-            broadcast(state, me, &stanza, kind.is_none()).await;
+        (None, None) => {
+            let stanza = crate::vcard::with_photo_hash(state, &me.username, stanza).await;
+            broadcast(state, me, &stanza, true).await;
+            Vec::new()
+        }
+        (Some("unavailable"), None) => {
+            broadcast(state, me, &stanza, false).await;
             Vec::new()
         }
         (Some(k @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {

@@ -183,6 +183,41 @@ async fn set(state: &State, me: &Sender, iq: &Element) -> Element {
     }
 }
 
+const NS_UPDATE: &str = "vcard-temp:x:update";
+
+/// XEP-0153: an available presence without `<x xmlns='vcard-temp:x:update'/>` gets the hash
+/// of the user's PEP avatar, so clients that follow vCard avatars see it too (Prosody's
+/// `mod_vcard_legacy` does the same). A client that sets the element itself is left alone.
+pub async fn with_photo_hash(state: &State, username: &str, mut presence: Element) -> Element {
+    if presence.has_child("x", NS_UPDATE) {
+        return presence;
+    }
+    let items = match state.store.pep_items(username, NODE_META, &[], 1).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "avatar lookup for presence failed");
+            return presence;
+        }
+    };
+    let id = items
+        .first()
+        .and_then(|i| i.payload.parse::<Element>().ok())
+        .and_then(|m| {
+            m.get_child("info", NODE_META)
+                .and_then(|i| i.attr("id"))
+                .map(str::to_string)
+        });
+    if let Some(id) = id {
+        presence.append_child(el(
+            "x",
+            NS_UPDATE,
+            &[],
+            vec![text_el("photo", NS_UPDATE, &id)],
+        ));
+    }
+    presence
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
