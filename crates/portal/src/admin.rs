@@ -132,6 +132,7 @@ fn user_view(u: &api::User, now: i64) -> Value {
         "path": pct_encode(&u.username),
         "jid": u.jid,
         "display_name": u.display_name,
+        "avatar": crate::handlers::avatar_path(&u.jid, &u.avatar_hash),
         "role": role_key(u.role),
         "role_label": role_label(u.role),
         "state": state,

@@ -490,6 +490,11 @@ fn user(name: &str) -> Option<api::User> {
         deletion_requested_at: pending.then_some(now - 86400),
         pending_until: pending.then_some(now + 6 * 86400 + 600),
         circles,
+        avatar_hash: if name == "bob" {
+            "00112233445566778899aabbccddeeff00112233".into()
+        } else {
+            String::new()
+        },
         ..Default::default()
     })
 }
@@ -1598,6 +1603,8 @@ async fn admin_user_list_and_pages() {
         "3 days ago",
         "href=\"/admin/user/bob/\"",
         "href=\"/admin/user/dave/\"",
+        // bob's avatar (HTML-escaped path), nobody else has one.
+        "src=\"&#x2f;avatar&#x2f;Ym9iQGV4YW1wbGUub3Jn&#x2f;ABEiM0RVZnc\"",
     ] {
         assert!(list.body.contains(text), "{text} missing: {}", list.body);
     }
