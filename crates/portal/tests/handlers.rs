@@ -495,7 +495,6 @@ fn user(name: &str) -> Option<api::User> {
         } else {
             String::new()
         },
-        ..Default::default()
     })
 }
 
