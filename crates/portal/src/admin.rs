@@ -1383,7 +1383,7 @@ async fn system_page(
 ) -> Result<Response, Fail> {
     let info = st.backend().server_info(&s.token).await?;
     let ctx = st.ctx(headers);
-    let mut data = json!({"info": {
+    let data = json!({"info": {
         "version": info.version,
         "site_name": info.site_name,
         "domain": info.domain,
@@ -1396,9 +1396,7 @@ async fn system_page(
         "active_30d": info.active_30d,
         "connected_now": info.connected_now,
     }});
-    if let (Some((key, text)), Some(obj)) = (message, data.as_object_mut()) {
-        obj.insert(key.to_string(), json!(text));
-    }
+    let data = web::with_message(data, message);
     Ok(st.render(&ctx, status, "admin_system.html", data))
 }
 

@@ -406,7 +406,7 @@ async fn profile_page(
             |(v, label)| json!({"value": v, "label": label, "checked": *v == details.access_model}),
         )
         .collect();
-    let mut data = json!({
+    let data = json!({
         "profile": {
             "username": profile.username,
             "display_name": if details.nickname.is_empty() { profile.display_name } else { details.nickname },
@@ -414,9 +414,7 @@ async fn profile_page(
         },
         "access_models": models,
     });
-    if let (Some((key, text)), Some(obj)) = (message, data.as_object_mut()) {
-        obj.insert(key.to_string(), json!(text));
-    }
+    let data = web::with_message(data, message);
     Ok(st.render(&ctx, status, "profile.html", data))
 }
 

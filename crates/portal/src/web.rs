@@ -465,6 +465,17 @@ pub(crate) fn qr_svg(data: &str) -> String {
     }
 }
 
+/// Adds a `notice` or `error` (`(key, text)`) to a page's template data.
+pub(crate) fn with_message(
+    mut data: serde_json::Value,
+    message: Option<(&str, &str)>,
+) -> serde_json::Value {
+    if let (Some((key, text)), Some(obj)) = (message, data.as_object_mut()) {
+        obj.insert(key.to_string(), serde_json::Value::from(text));
+    }
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
