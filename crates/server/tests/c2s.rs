@@ -31,6 +31,11 @@ fn base_env(cmd: &mut Command, data: &Path) {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+/// A server with extra environment variables.
+fn start_with(extra: &[(&str, &str)]) -> Server {
     let data = snikket_testkit::temp_dir();
     let ca = TestCa::new();
     let live = data.path().join("letsencrypt/live").join(DOMAIN);
@@ -48,7 +53,8 @@ fn start() -> Server {
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", http_port.to_string())
         .env("SNIKKET_TWEAK_SERVER_GRPC_PORT", free_port().to_string())
-        .env("SNIKKET_MAX_USER_CLIENTS", "3");
+        .env("SNIKKET_MAX_USER_CLIENTS", "3")
+        .envs(extra.iter().copied());
     let child = Child::spawn("snikket-server", cmd);
     wait_for_port(
         format!("127.0.0.1:{port}").parse().unwrap(),
@@ -1304,4 +1310,40 @@ fn sasl2_bind2_and_fast_tokens() {
     let out = read_until(&mut tls, "</iq>");
     assert!(out.contains("petra@chat.test/r1"), "{out}");
     assert_ping(&mut tls, "ping-3");
+}
+
+#[test]
+fn require_sasl2_drops_legacy_sasl_and_needs_a_client_id() {
+    let s = start_with(&[("SNIKKET_TWEAK_REQUIRE_SASL2", "1")]);
+    let token = s.invite(&[]);
+    s.registered("quinn", "correct horse battery", &token);
+    let (mut tls, features) = sasl2_stream(&s);
+    assert!(features.contains("urn:xmpp:sasl:2"), "{features}");
+    assert!(
+        !features.contains("<mechanisms"),
+        "legacy SASL still offered: {features}"
+    );
+    // Legacy <auth> is refused.
+    tls.write_all(
+        b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>biwsbj1xdWlubixyPWFiY2RlZmdo</auth>",
+    )
+    .unwrap();
+    let out = read_until(&mut tls, "</failure>");
+    assert!(out.contains("<failure"), "{out}");
+    // SASL2 without a user agent id is malformed.
+    let (mut tls, _) = sasl2_stream(&s);
+    tls.write_all(
+        b"<authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM-SHA-256'>\
+          <initial-response>biwsbj1xdWlubixyPWFiY2RlZmdo</initial-response></authenticate>",
+    )
+    .unwrap();
+    let out = read_outcome(&mut tls);
+    assert_eq!(
+        sasl_failure_condition(&out),
+        Some("malformed-request"),
+        "{out}"
+    );
+    // With one, the login works.
+    let (_, outcome) = sasl2_scram(&s, "quinn", "correct horse battery", "");
+    assert!(outcome.contains("<success"), "{outcome}");
 }
