@@ -140,7 +140,31 @@ fn photo(card: &Element) -> Option<Result<(String, String, usize, String), ()>> 
     Some(Ok((id, mime, bytes.len(), b64)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Publishes an avatar (XEP-0084): the data item, then the metadata pointing at it. New nodes
+/// get `defaults`.
+pub async fn publish_avatar(
+    state: &State,
+    user: &str,
+    defaults: &[(&str, &str)],
+    id: &str,
+    mime: &str,
+    len: usize,
+    b64: &str,
+) -> Result<(), snikket_store::StoreError> {
+    let data = text_el("data", NODE_DATA, b64);
+    pep::publish_as(state, user, NODE_DATA, defaults, id, &data).await?;
+    let info = el(
+        "info",
+        NODE_META,
+        &[("id", id), ("type", mime), ("bytes", &len.to_string())],
+        vec![],
+    );
+    let meta = el("metadata", NODE_META, &[], vec![info]);
+    pep::publish_as(state, user, NODE_META, defaults, id, &meta).await
+}
+
+/// Lower-case hex, as XEP-0084 ids are written.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -161,18 +185,7 @@ async fn set(state: &State, me: &Sender, iq: &Element) -> Element {
     let mut result =
         pep::publish_as(state, user, NODE_VCARD4, &[], "current", &to_vcard4(card)).await;
     if let (Ok(()), Some((id, mime, len, b64))) = (&result, photo) {
-        let data = text_el("data", NODE_DATA, &b64);
-        result = pep::publish_as(state, user, NODE_DATA, &[], &id, &data).await;
-        if result.is_ok() {
-            let info = el(
-                "info",
-                NODE_META,
-                &[("id", &id), ("type", &mime), ("bytes", &len.to_string())],
-                vec![],
-            );
-            let meta = el("metadata", NODE_META, &[], vec![info]);
-            result = pep::publish_as(state, user, NODE_META, &[], &id, &meta).await;
-        }
+        result = publish_avatar(state, user, &[], &id, &mime, len, &b64).await;
     }
     match result {
         Ok(()) => xml::iq_result(iq, None),

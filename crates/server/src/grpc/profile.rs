@@ -145,32 +145,14 @@ impl pb::profile_server::Profile for AdminApi {
         };
         let current = self.details(user).await?;
         if !req.avatar.is_empty() {
-            let id: String = sha1::Sha1::digest(&req.avatar)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let id = crate::vcard::hex(&sha1::Sha1::digest(&req.avatar));
             let mime = if req.avatar_type.is_empty() {
                 "image/png"
             } else {
                 req.avatar_type.as_str()
             };
             let b64 = base64::engine::general_purpose::STANDARD.encode(&req.avatar);
-            let data = crate::xml::text_el("data", NODE_DATA, &b64);
-            let info = crate::xml::el(
-                "info",
-                NODE_META,
-                &[
-                    ("id", &id),
-                    ("type", mime),
-                    ("bytes", &req.avatar.len().to_string()),
-                ],
-                vec![],
-            );
-            let meta = crate::xml::el("metadata", NODE_META, &[], vec![info]);
-            crate::pep::publish_as(state, user, NODE_DATA, &defaults, &id, &data)
-                .await
-                .map_err(internal)?;
-            crate::pep::publish_as(state, user, NODE_META, &defaults, &id, &meta)
+            crate::vcard::publish_avatar(state, user, &defaults, &id, mime, req.avatar.len(), &b64)
                 .await
                 .map_err(internal)?;
         }
