@@ -312,15 +312,20 @@ async def scenario_mam(args):
     print("OK archive returned %d messages in %d pages" % (len(bodies), pages), flush=True)
 
 
-async def scenario_resume(args):
-    a = Client("%s@%s/a" % (args.user, args.domain), args.password, args)
+def resumable_client(args, resource):
+    """user's client with stream management, and futures for: enabled, resumed, disconnected."""
+    a = Client("%s@%s/%s" % (args.user, args.domain, resource), args.password, args)
     a.register_plugin("xep_0198")
-    enabled = asyncio.get_event_loop().create_future()
-    resumed = asyncio.get_event_loop().create_future()
-    lost = asyncio.get_event_loop().create_future()
+    loop = asyncio.get_event_loop()
+    enabled, resumed, lost = loop.create_future(), loop.create_future(), loop.create_future()
     a.add_event_handler("sm_enabled", lambda _: enabled.done() or enabled.set_result(True))
     a.add_event_handler("session_resumed", lambda _: resumed.done() or resumed.set_result(True))
     a.add_event_handler("disconnected", lambda _: lost.done() or lost.set_result(True))
+    return a, enabled, resumed, lost
+
+
+async def scenario_resume(args):
+    a, enabled, resumed, lost = resumable_client(args, "a")
     b = Client("%s@%s/b" % (args.user2, args.domain), args.password2, args)
     await a.start()
     await b.start()
@@ -827,6 +832,145 @@ async def scenario_bookmarks(args):
     b.disconnect()
 
 
+PUSH = "urn:xmpp:push:0"
+PUBSUB = "http://jabber.org/protocol/pubsub"
+
+
+class AppServer:
+    """A test push app server: a logged-in client that answers pubsub publishes (XEP-0357 §5)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.pushes = asyncio.Queue()
+        self.answer = "result"
+        client.register_handler(Callback("push publish", MatchXPath("{jabber:client}iq/{%s}pubsub" % PUBSUB),
+                                         self._publish))
+
+    def _publish(self, iq):
+        if iq["type"] != "set":
+            return
+        self.pushes.put_nowait(iq)
+        if self.answer == "result":
+            iq.reply(clear=True).send()
+        else:
+            err = iq.reply(clear=True)
+            err["type"] = "error"
+            err["error"]["type"] = "cancel"
+            err["error"]["condition"] = "item-not-found"
+            err.send()
+
+    async def next(self, node, timeout, what):
+        def matches(iq):
+            publish = iq.xml.find("{%s}pubsub/{%s}publish" % (PUBSUB, PUBSUB))
+            return publish is not None and publish.get("node") == node
+        return await expect(self.pushes, matches, timeout, what)
+
+    def drain(self):
+        while not self.pushes.empty():
+            self.pushes.get_nowait()
+
+    async def none(self, wait, what):
+        await asyncio.sleep(wait)
+        if not self.pushes.empty():
+            fail("unexpected push: " + what)
+
+
+def push_iq(c, name, service, node=None, secret=None):
+    iq = c.make_iq_set()
+    payload = ET.Element("{%s}%s" % (PUSH, name), {"jid": service})
+    if node is not None:
+        payload.set("node", node)
+    if secret is not None:
+        form = ET.SubElement(payload, "{jabber:x:data}x", {"type": "submit"})
+        for var, value in (("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"), ("secret", secret)):
+            field = ET.SubElement(form, "{jabber:x:data}field", {"var": var})
+            ET.SubElement(field, "{jabber:x:data}value").text = value
+    iq.append(payload)
+    return iq
+
+
+async def scenario_push(args):
+    """XEP-0357: user enables push towards an app server (user3's client); a message while the
+    session hibernates and one while the account is offline each wake the device with a summary
+    that has no body; disable stops pushes; an app server that keeps failing loses the
+    registration after 16 errors; malformed requests get errors."""
+    app_client = Client("%s@%s/app" % (args.user3, args.domain), args.password3, args)
+    app = AppServer(app_client)
+    b = Client("%s@%s/desk" % (args.user2, args.domain), args.password2, args)
+    a, enabled, resumed, lost = resumable_client(args, "phone")
+    await app_client.start()
+    await b.start()
+    await a.start()
+    await asyncio.wait_for(enabled, args.timeout)
+    service = app_client.boundjid.full
+    abare = a.boundjid.bare
+
+    info = await a["xep_0030"].get_info(jid=abare, timeout=args.timeout)
+    if PUSH not in info["disco_info"]["features"]:
+        fail("no %s in the account's disco#info" % PUSH)
+    # Errors first: no node, no jid, a malformed jid.
+    for bad, condition in ((push_iq(a, "enable", service), "bad-request"),
+                           (push_iq(a, "enable", "", "n"), "bad-request"),
+                           (push_iq(a, "enable", "a@@b", "n"), "jid-malformed")):
+        err = await iq_error(bad, args)
+        if err["error"]["condition"] != condition:
+            fail("enable error %s, expected %s" % (err["error"]["condition"], condition))
+
+    await push_iq(a, "enable", service, "node-1", "s3cret").send(timeout=args.timeout)
+    # Online and connected: no push.
+    b.send_message(mto=abare, mbody="while online", mtype="chat")
+    await expect(a.messages, lambda m: m["body"] == "while online", args.timeout, "message while online")
+    await app.none(1.0, "while the device is online")
+
+    # Hibernating: the message wakes the device; the summary has no body and no sender.
+    a.transport.abort()
+    await asyncio.wait_for(lost, args.timeout)
+    await asyncio.sleep(0.5)
+    b.send_message(mto=abare, mbody="the secret plan", mtype="chat")
+    push = await app.next("node-1", args.timeout, "push for a hibernated session")
+    raw = str(push)
+    if "the secret plan" in raw or b.boundjid.bare in raw:
+        fail("the push leaks the message: %s" % raw)
+    if "urn:xmpp:push:summary" not in raw or "s3cret" not in raw:
+        fail("the push lacks the summary or the publish options: %s" % raw)
+    if push["from"].full != abare:
+        fail("push from %s, expected %s" % (push["from"], abare))
+    a.connect(address=(args.host, args.port), force_starttls=True)
+    await asyncio.wait_for(resumed, args.timeout)
+    await expect(a.messages, lambda m: m["body"] == "the secret plan", args.timeout, "message after resumption")
+    # A message the client had not acknowledged when the connection broke may have pushed too.
+    app.drain()
+
+    # Disabled: a message stored offline wakes nobody.
+    await push_iq(a, "disable", service, "node-1").send(timeout=args.timeout)
+    a.disconnect()
+    await asyncio.sleep(1.0)
+    b.send_message(mto=abare, mbody="offline, push disabled", mtype="chat")
+    await app.none(1.5, "after disable")
+
+    # A registration made in a session outlives it: offline messages push to it.
+    a2 = Client("%s@%s/phone2" % (args.user, args.domain), args.password, args)
+    await a2.start()
+    await push_iq(a2, "enable", service, "node-2").send(timeout=args.timeout)
+    a2.disconnect()
+    await asyncio.sleep(1.0)
+    b.send_message(mto=abare, mbody="offline 0", mtype="chat")
+    await app.next("node-2", args.timeout, "push for an offline message")
+
+    # An app server that keeps failing: after 16 errors the registration is gone.
+    app.answer = "error"
+    for i in range(16):
+        b.send_message(mto=abare, mbody="offline failing %d" % i, mtype="chat")
+        await app.next("node-2", args.timeout, "failing push %d" % i)
+    await asyncio.sleep(0.5)
+    b.send_message(mto=abare, mbody="after the errors", mtype="chat")
+    await app.none(1.5, "after 16 errors the registration must be gone")
+    print("OK push: hibernated and offline messages pushed without content; disable and errors stop pushes",
+          flush=True)
+    b.disconnect()
+    app_client.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -855,7 +999,8 @@ def main():
           "remote": scenario_remote, "mam": scenario_mam,
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
-          "private": scenario_private, "bookmarks": scenario_bookmarks}.get(args.scenario)
+          "private": scenario_private, "bookmarks": scenario_bookmarks,
+          "push": scenario_push}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

@@ -17,6 +17,7 @@ pub mod onboarding;
 pub mod ops;
 pub mod pep;
 pub mod private;
+pub mod push;
 pub mod retention;
 pub mod router;
 pub mod routing;
@@ -97,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }),
         sm: Default::default(),
         pep: Default::default(),
+        push: Default::default(),
         archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
         started: std::time::Instant::now(),
         config,

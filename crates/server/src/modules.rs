@@ -195,6 +195,9 @@ pub async fn account_iq(state: &State, me: &Sender, iq: &Element) -> Element {
     if let Some(reply) = crate::pep::owner_iq(state, me, iq).await {
         return reply;
     }
+    if let Some(reply) = crate::push::iq(state, me, iq).await {
+        return reply;
+    }
     match ns_of(iq).as_str() {
         NS_ROSTER if kind == "get" => roster_get(state, me, iq).await,
         NS_ROSTER if kind == "set" => roster_set(state, me, iq).await,
@@ -229,6 +232,7 @@ fn account_disco(owner: bool) -> Element {
             crate::archive::NS_SID,
             crate::blocking::NS_BLOCKING,
             crate::bookmarks::FEATURE_COMPAT,
+            crate::push::NS_PUSH,
         ]);
     }
     for f in features {

@@ -33,6 +33,25 @@ struct Entry {
     carbons: bool,
     /// Fetched the blocklist, so it gets blocklist pushes (XEP-0191 §3.3).
     blocklist: bool,
+    /// Bound at (Unix seconds).
+    since: i64,
+    /// A connection is attached (false while hibernating, XEP-0198).
+    connected: bool,
+}
+
+/// What the router knows of one live session (for diagnostics and client management).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The bound resource.
+    pub resource: String,
+    /// Bound at (Unix seconds).
+    pub since: i64,
+    /// A connection is attached (false while hibernating).
+    pub connected: bool,
+    /// Sent available presence.
+    pub available: bool,
+    /// Message Carbons on.
+    pub carbons: bool,
 }
 
 /// Why a session could not be registered.
@@ -86,6 +105,8 @@ impl Router {
             priority: 0,
             carbons: false,
             blocklist: false,
+            since: snikket_store::now(),
+            connected: true,
         });
         Ok((rx, session_id, kicked))
     }
@@ -168,6 +189,37 @@ impl Router {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Records whether a session has a connection (false while it hibernates).
+    pub fn set_connected(&self, username: &str, resource: &str, connected: bool) {
+        self.update(username, resource, |e| e.connected = connected);
+    }
+
+    /// The live sessions of an account.
+    pub fn sessions(&self, username: &str) -> Vec<SessionInfo> {
+        let map = self.lock();
+        map.get(username)
+            .map(|l| {
+                l.iter()
+                    .map(|e| SessionInfo {
+                        resource: e.resource.clone(),
+                        since: e.since,
+                        connected: e.connected,
+                        available: e.presence.is_some(),
+                        carbons: e.carbons,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tells one session to close its stream with `condition`; false if there is no such session.
+    pub fn close_session(&self, username: &str, resource: &str, condition: &'static str) -> bool {
+        let map = self.lock();
+        map.get(username)
+            .and_then(|l| l.iter().find(|e| e.resource == resource))
+            .is_some_and(|e| e.tx.try_send(Outbound::Close(condition, None)).is_ok())
     }
 
     /// Changes one session's entry, if it exists.

@@ -152,7 +152,9 @@ async fn iq(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
         Target::Server | Target::Local { resource: None, .. }
             if matches!(kind, "result" | "error") =>
         {
-            crate::pep::iq_response(state, me, &stanza).await;
+            if !crate::push::iq_response(state, me, &stanza).await {
+                crate::pep::iq_response(state, me, &stanza).await;
+            }
             Vec::new()
         }
         _ if kind == "set"
@@ -298,6 +300,7 @@ pub async fn deliver_message(
         tracing::error!(error = %e, "storing offline message failed");
         return vec![xml::error_reply(&stanza, "internal-server-error", None)];
     }
+    crate::push::offline(state, username, &stanza).await;
     Vec::new()
 }
 

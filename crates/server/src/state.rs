@@ -32,6 +32,8 @@ pub struct State {
     pub sm: crate::c2s::sm::Registry,
     /// Personal eventing: sessions' notification interests.
     pub pep: crate::pep::Pep,
+    /// Push notifications (XEP-0357): sessions' registrations and answers awaited.
+    pub push: crate::push::Push,
     /// Batched archive writer.
     pub archiver: crate::archive::Archiver,
     /// Process start, for uptime.

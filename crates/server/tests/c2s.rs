@@ -141,6 +141,33 @@ impl Server {
         )
     }
 
+    /// Runs a scenario for three users, each given as (name, password).
+    fn three_users(
+        &self,
+        scenario: &str,
+        a: (&str, &str),
+        b: (&str, &str),
+        c: (&str, &str),
+    ) -> (bool, String) {
+        self.client(
+            scenario,
+            &[
+                "--user",
+                a.0,
+                "--password",
+                a.1,
+                "--user2",
+                b.0,
+                "--password2",
+                b.1,
+                "--user3",
+                c.0,
+                "--password3",
+                c.1,
+            ],
+        )
+    }
+
     fn register(&self, user: &str, password: &str, token: &str) -> (bool, String) {
         // `--token=` keeps a token that starts with '-' (base64url) from looking like an option.
         let token = format!("--token={token}");
@@ -972,22 +999,11 @@ fn personal_eventing_with_slixmpp() {
     s.registered("ivy", "purple ocean lantern", &t1);
     s.registered("jon", "granite tulip saddle", &t2);
     s.registered("kim", "velvet comet anchor", &t3);
-    let (ok, out) = s.client(
+    let (ok, out) = s.three_users(
         "pep",
-        &[
-            "--user",
-            "ivy",
-            "--password",
-            "purple ocean lantern",
-            "--user2",
-            "jon",
-            "--password2",
-            "granite tulip saddle",
-            "--user3",
-            "kim",
-            "--password3",
-            "velvet comet anchor",
-        ],
+        ("ivy", "purple ocean lantern"),
+        ("jon", "granite tulip saddle"),
+        ("kim", "velvet comet anchor"),
     );
     assert!(ok && out.contains("OK pep "), "{out}");
 }
@@ -1346,4 +1362,22 @@ fn require_sasl2_drops_legacy_sasl_and_needs_a_client_id() {
     // With one, the login works.
     let (_, outcome) = sasl2_scram(&s, "quinn", "correct horse battery", "");
     assert!(outcome.contains("<success"), "{outcome}");
+}
+
+#[test]
+fn push_notifications_reach_an_app_server() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    let t3 = s.invite(&[]);
+    s.registered("pia", "purple ocean lantern", &t1);
+    s.registered("quin", "granite tulip saddle", &t2);
+    s.registered("pushapp", "velvet comet anchor", &t3);
+    let (ok, out) = s.three_users(
+        "push",
+        ("pia", "purple ocean lantern"),
+        ("quin", "granite tulip saddle"),
+        ("pushapp", "velvet comet anchor"),
+    );
+    assert!(ok && out.contains("OK push:"), "{out}");
 }

@@ -575,7 +575,40 @@ async fn scenario(pg_url: Option<&str>) {
         Code::NotFound,
         "user-not-found",
     );
-    // Debug info placeholder.
+    // Debug info: push registrations and OMEMO devices come from what bob's clients stored.
+    store
+        .push_enable(
+            "bob",
+            &snikket_store::new_registration(
+                "push.example.net",
+                "device-node-secret",
+                "",
+                "Snikket.abc",
+            ),
+            5,
+        )
+        .await
+        .unwrap();
+    for (node, id, payload) in [
+        (
+            "eu.siacs.conversations.axolotl.devicelist",
+            "current",
+            "<list xmlns='eu.siacs.conversations.axolotl'><device id='1111'/><device id='2222'/></list>",
+        ),
+        (
+            "eu.siacs.conversations.axolotl.bundles:1111",
+            "current",
+            "<bundle xmlns='eu.siacs.conversations.axolotl'/>",
+        ),
+    ] {
+        let node = snikket_store::PepNode {
+            node: node.into(),
+            access_model: "open".into(),
+            max_items: 1,
+        };
+        store.pep_put_node("bob", &node).await.unwrap();
+        store.pep_publish("bob", &node, id, payload).await.unwrap();
+    }
     let debug = admin
         .users
         .get_user_debug_info(pb::GetUserDebugInfoRequest {
@@ -586,6 +619,23 @@ async fn scenario(pg_url: Option<&str>) {
         .into_inner();
     assert_eq!(debug.user.unwrap().username, "bob");
     assert!(debug.sessions.is_empty());
+    assert_eq!(debug.push_registrations.len(), 1);
+    let reg = &debug.push_registrations[0];
+    assert_eq!(reg.service, "push.example.net");
+    assert_eq!(reg.client_id, "Snikket.abc");
+    assert!(
+        !reg.node.contains("secret"),
+        "the node is abbreviated: {}",
+        reg.node
+    );
+    let omemo = debug.omemo.unwrap();
+    assert!(omemo.valid);
+    let devices: Vec<(u32, bool)> = omemo
+        .devices
+        .iter()
+        .map(|d| (d.id, d.have_bundle))
+        .collect();
+    assert_eq!(devices, [(1111, true), (2222, false)]);
     assert_reason(
         admin
             .users

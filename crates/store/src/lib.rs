@@ -17,6 +17,7 @@ pub use repo::circles::{Circle, CircleChat, DEFAULT_CIRCLE_ID};
 pub use repo::fast::FastToken;
 pub use repo::invites::{new_token, Invite, InviteKind, InviteProblem, NewInvite};
 pub use repo::pep::{PepItem, PepNode};
+pub use repo::push::{new_registration, PushRegistration};
 pub use repo::roster::{RosterItem, Subscription};
 pub use repo::sessions::{NewSession, PortalSession};
 pub use repo::users::{days_ago, AccountChangeError, DAY_SECS};

@@ -11,6 +11,7 @@ pub mod invites;
 pub mod offline;
 pub mod pep;
 pub mod private;
+pub mod push;
 pub mod roster;
 pub mod sessions;
 pub mod users;

@@ -61,6 +61,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
     tracing::debug!(jid = %me.full, "session started");
     state.blocklists.forget(&username);
     routing::sync_circles(&state, &username).await;
+    crate::push::session_bound(&state, &username, &resource).await;
     let mut conn: Option<Conn<Tls>> = Some(conn);
     // Stream management enabled inline (Bind 2) starts with the session.
     let mut sm: Option<Sm> = inline_sm.map(|e| Sm {
@@ -70,6 +71,8 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
     });
     let mut close = None;
     let mut csi = CsiBuffer::default();
+    // When a hibernating session ends unless resumed.
+    let mut hibernate_until = tokio::time::Instant::now();
     loop {
         let step = match conn.as_mut() {
             Some(c) => {
@@ -107,15 +110,21 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                     r = resumed(&mut s.resume_rx) => match r {
                         Some(r) => {
                             conn = take_over(r, s, &mut csi, &state, &username).await;
+                            state.router.set_connected(&username, &resource, conn.is_some());
                             Step::Continue
                         }
                         None => Step::End(None),
                     },
                     out = rx.recv() => match out {
-                        Some(Outbound::Stanza(el)) => { s.counters.sent(el); Step::Continue }
+                        Some(Outbound::Stanza(el)) => {
+                            // The device is asleep: wake it if it asked for push.
+                            crate::push::hibernated(&state, &username, &resource, &el).await;
+                            s.counters.sent(el);
+                            Step::Continue
+                        }
                         Some(Outbound::Close(_, _)) | None => Step::End(None),
                     },
-                    _ = tokio::time::sleep(HIBERNATION) => {
+                    _ = tokio::time::sleep_until(hibernate_until) => {
                         tracing::debug!(jid = %me.full, "hibernation ended");
                         Step::End(None)
                     }
@@ -132,8 +141,24 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                         s.counters.sent(el);
                     }
                 }
-                if sm.as_ref().is_some_and(|s| s.resume_rx.is_some()) {
-                    tracing::debug!(jid = %me.full, "connection lost; hibernating");
+                if let Some(s) = sm.as_ref().filter(|s| s.resume_rx.is_some()) {
+                    state.router.set_connected(&username, &resource, false);
+                    let limit = if state.push.enabled(&username, &resource) {
+                        crate::push::HIBERNATION_WITH_PUSH
+                    } else {
+                        HIBERNATION
+                    };
+                    hibernate_until = tokio::time::Instant::now() + limit;
+                    tracing::debug!(jid = %me.full, secs = limit.as_secs(), "connection lost; hibernating");
+                    // What the client never saw may need it to wake up.
+                    if let Some(m) = s
+                        .counters
+                        .unacked
+                        .iter()
+                        .find(|m| crate::push::important(m))
+                    {
+                        crate::push::hibernated(&state, &username, &resource, m).await;
+                    }
                     continue;
                 }
                 break;
@@ -166,6 +191,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
         left.push(el);
     }
     save_unacked(&state, &username, left.into()).await;
+    state.push.session_ended(&username, &resource);
     routing::session_ended(&state, &me, session_id).await;
     tracing::debug!(jid = %me.full, "session ended");
 }

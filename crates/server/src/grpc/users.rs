@@ -197,13 +197,158 @@ impl pb::users_server::Users for AdminApi {
         self.admin(&request).await?;
         let username = self.localpart(&request.get_ref().username)?;
         let user = self.user_by_name(&username).await?;
-        // Sessions, push registrations and OMEMO state come from the XMPP side once it exists.
+        let domain = self.config().domain.ascii.clone();
+        let (sessions, error_count) = match self.live() {
+            Ok(state) => {
+                let sessions = state
+                    .router
+                    .sessions(&username)
+                    .into_iter()
+                    .map(|x| debug_session(state, &domain, &username, x))
+                    .collect();
+                let push = &state.push;
+                (sessions, Some(push))
+            }
+            Err(_) => (Vec::new(), None),
+        };
+        let push_registrations = self
+            .store()
+            .push_registrations(&username)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| pb::PushRegistration {
+                id: format!("{}<{}>", r.service, abbreviate(&r.node)),
+                since: r.created_at,
+                error_count: error_count
+                    .map(|p| p.error_count(&username, &r.service, &r.node))
+                    .unwrap_or(0),
+                service: r.service,
+                // Node names identify a device at the push service: not shown in full.
+                node: abbreviate(&r.node),
+                client_id: r.client_id,
+                encrypted: false,
+            })
+            .collect();
         Ok(Response::new(pb::UserDebugInfo {
             time: snikket_store::now(),
             user: Some(user),
-            sessions: Vec::new(),
-            push_registrations: Vec::new(),
-            omemo: Some(pb::OmemoStatus::default()),
+            sessions,
+            push_registrations,
+            omemo: Some(
+                omemo_status(self.store(), &username)
+                    .await
+                    .map_err(internal)?,
+            ),
         }))
     }
+}
+
+/// One live session as the debug page shows it.
+fn debug_session(
+    state: &crate::state::State,
+    domain: &str,
+    username: &str,
+    x: crate::router::SessionInfo,
+) -> pb::DebugSession {
+    let mut features = Vec::new();
+    if x.carbons {
+        features.push("carbons".to_string());
+    }
+    if state.push.enabled(username, &x.resource) {
+        features.push("push_notifications".to_string());
+    }
+    pb::DebugSession {
+        full_jid: format!("{username}@{domain}/{}", x.resource),
+        ip: String::new(),
+        since: x.since,
+        connected: x.connected,
+        active: x.available,
+        features,
+        held_stanzas: 0,
+        awaiting_acks: 0,
+    }
+}
+
+/// The first few characters of a secret-ish identifier.
+fn abbreviate(s: &str) -> String {
+    let head: String = s.chars().take(6).collect();
+    if head.len() < s.len() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+const OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+const OMEMO_LEGACY_DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
+const OMEMO_LEGACY_BUNDLES: &str = "eu.siacs.conversations.axolotl.bundles:";
+const OMEMO: &str = "urn:xmpp:omemo:2";
+const OMEMO_DEVICES: &str = "urn:xmpp:omemo:2:devices";
+const OMEMO_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
+
+/// The account's OMEMO devices (legacy and OMEMO 2) from its PEP nodes: which device ids are
+/// listed and whether each has a published bundle. The list is valid when every published
+/// device list parses and names only well-formed device ids.
+async fn omemo_status(
+    store: &snikket_store::Store,
+    username: &str,
+) -> Result<pb::OmemoStatus, snikket_store::StoreError> {
+    let nodes: std::collections::HashSet<String> = store
+        .pep_nodes(username)
+        .await?
+        .into_iter()
+        .map(|n| n.node)
+        .collect();
+    let v2_bundles: std::collections::HashSet<String> = if nodes.contains(OMEMO_BUNDLES) {
+        store
+            .pep_items(username, OMEMO_BUNDLES, &[], 1000)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    } else {
+        Default::default()
+    };
+    let mut valid = true;
+    let mut devices = Vec::new();
+    for (node, ns, list_name) in [
+        (OMEMO_LEGACY_DEVICES, OMEMO_LEGACY, "list"),
+        (OMEMO_DEVICES, OMEMO, "devices"),
+    ] {
+        let Some(item) = store
+            .pep_items(username, node, &[], 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let Ok(list) = item.payload.parse::<minidom::Element>() else {
+            valid = false;
+            continue;
+        };
+        if !list.is(list_name, ns) {
+            valid = false;
+            continue;
+        }
+        for d in list.children().filter(|c| c.is("device", ns)) {
+            match d.attr("id").and_then(|i| i.parse::<u32>().ok()) {
+                Some(id) => {
+                    let have_bundle = if ns == OMEMO {
+                        v2_bundles.contains(&id.to_string())
+                    } else {
+                        nodes.contains(&format!("{OMEMO_LEGACY_BUNDLES}{id}"))
+                    };
+                    devices.push(pb::OmemoDevice {
+                        id,
+                        have_bundle,
+                        valid: true,
+                    });
+                }
+                None => valid = false,
+            }
+        }
+    }
+    Ok(pb::OmemoStatus { valid, devices })
 }

@@ -122,7 +122,13 @@ impl Store {
             let r = sqlx::query(&sql).bind(username).execute(&mut *tx).await?.rows_affected();
             if r > 0 {
                 // The foreign keys cascade too; being explicit keeps this true without them.
-                for table in ["circle_members", "credentials", "portal_sessions", "fast_tokens"] {
+                for table in [
+                    "circle_members",
+                    "credentials",
+                    "portal_sessions",
+                    "fast_tokens",
+                    "push_registrations",
+                ] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE username = $1"))
                         .bind(username)
                         .execute(&mut *tx)

@@ -1,0 +1,509 @@
+//! Push notifications (XEP-0357): waking a phone whose app is asleep.
+//!
+//! A client enables push with the JID of its app server (e.g. the Snikket push service) and a
+//! node naming the device. When a message that matters (a body, an OMEMO payload, a call) reaches
+//! the account while the session that enabled push is hibernating (XEP-0198) or while the account
+//! has no session at all (offline storage), the server publishes a notification to that node.
+//! Notifications carry a summary only — never the body or the sender, as Snikket configures it —
+//! plus the client's publish-options (its secret for the app server).
+//!
+//! Registrations are stored per account (at most [`MAX_REGISTRATIONS`]) and survive sessions; a
+//! session's own registration is tracked here, and a client whose resource is a stable client id
+//! (`Snikket.<id>`) gets its registration back when it binds again. An app server that keeps
+//! answering with errors ([`MAX_ERRORS`] in a row, not counting `wait`) loses the registration.
+
+use crate::routing::{self, Sender, Target};
+use crate::state::State;
+use crate::xml::{self, el, text_el, NS_CLIENT};
+use minidom::Element;
+use snikket_store::PushRegistration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `urn:xmpp:push:0`.
+pub const NS_PUSH: &str = "urn:xmpp:push:0";
+/// Registrations kept per account (Prosody's `push_max_devices`).
+pub const MAX_REGISTRATIONS: usize = 5;
+/// Consecutive errors from an app server after which a registration is dropped.
+pub const MAX_ERRORS: u32 = 16;
+/// How long a session with push enabled may hibernate (Prosody's `push_max_hibernation_timeout`).
+pub const HIBERNATION_WITH_PUSH: Duration = Duration::from_secs(72 * 3600);
+/// Longest accepted node name or JID.
+const MAX_ATTR: usize = 1024;
+/// Longest accepted publish-options form, serialized.
+const MAX_OPTIONS: usize = 4096;
+/// Sent notifications remembered while their answers are awaited.
+const MAX_PENDING: usize = 10_000;
+/// An unanswered notification is forgotten after this long.
+const PENDING_TTL: Duration = Duration::from_secs(300);
+
+const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+const NS_DATA: &str = "jabber:x:data";
+const NS_OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
+const NS_OMEMO: &str = "urn:xmpp:omemo:2";
+const NS_JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+
+/// The push service and node a registration publishes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    username: String,
+    service: String,
+    node: String,
+}
+
+struct Pending {
+    key: Key,
+    sent: Instant,
+}
+
+/// Live push state: which session enabled which registration, notifications awaiting an
+/// answer, and error counts.
+#[derive(Default)]
+pub struct Push {
+    /// (username, resource) → the registration that session enabled.
+    sessions: Mutex<HashMap<(String, String), PushRegistration>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    errors: Mutex<HashMap<Key, u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Push {
+    /// Whether the session `username/resource` enabled push (it may then hibernate longer).
+    pub fn enabled(&self, username: &str, resource: &str) -> bool {
+        lock(&self.sessions).contains_key(&(username.to_string(), resource.to_string()))
+    }
+
+    fn session(&self, username: &str, resource: &str) -> Option<PushRegistration> {
+        lock(&self.sessions)
+            .get(&(username.to_string(), resource.to_string()))
+            .cloned()
+    }
+
+    fn set_session(&self, username: &str, resource: &str, reg: PushRegistration) {
+        lock(&self.sessions).insert((username.to_string(), resource.to_string()), reg);
+    }
+
+    /// Forgets the session's registration (the session ended; the stored one stays).
+    pub fn session_ended(&self, username: &str, resource: &str) {
+        lock(&self.sessions).remove(&(username.to_string(), resource.to_string()));
+    }
+
+    /// Drops sessions' links to registrations that no longer exist.
+    fn unlink(&self, username: &str, service: &str, node: Option<&str>) {
+        lock(&self.sessions).retain(|(u, _), r| {
+            !(u == username && r.service == service && node.is_none_or(|n| n == r.node))
+        });
+    }
+
+    /// The number of consecutive errors of a registration.
+    pub fn error_count(&self, username: &str, service: &str, node: &str) -> u32 {
+        let key = Key {
+            username: username.into(),
+            service: service.into(),
+            node: node.into(),
+        };
+        lock(&self.errors).get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// Handles `<enable/>` and `<disable/>` sent to one's own account; `None` for other IQs.
+pub async fn iq(state: &State, me: &Sender, iq: &Element) -> Option<Element> {
+    let p = xml::payload(iq)?;
+    if p.ns() != NS_PUSH {
+        return None;
+    }
+    if iq.attr("type") != Some("set") {
+        return Some(xml::error_reply(iq, "bad-request", None));
+    }
+    let Some(service) = p
+        .attr("jid")
+        .filter(|j| !j.is_empty() && j.len() <= MAX_ATTR)
+    else {
+        return Some(xml::error_reply(iq, "bad-request", Some("Missing jid")));
+    };
+    let Ok(service) = jid::Jid::new(service) else {
+        return Some(xml::error_reply(iq, "jid-malformed", None));
+    };
+    let service = service.to_string();
+    let node = p.attr("node").filter(|n| !n.is_empty());
+    if node.is_some_and(|n| n.len() > MAX_ATTR) {
+        return Some(xml::error_reply(
+            iq,
+            "not-acceptable",
+            Some("Node too long"),
+        ));
+    }
+    match p.name() {
+        "enable" => {
+            let Some(node) = node else {
+                return Some(xml::error_reply(iq, "bad-request", Some("Missing node")));
+            };
+            let options = match publish_options(p) {
+                Ok(o) => o,
+                Err(why) => return Some(xml::error_reply(iq, "bad-request", Some(why))),
+            };
+            let reg = snikket_store::new_registration(&service, node, &options, &me.resource);
+            if let Err(e) = state
+                .store
+                .push_enable(&me.username, &reg, MAX_REGISTRATIONS)
+                .await
+            {
+                tracing::error!(error = %e, "storing a push registration failed");
+                return Some(xml::error_reply(iq, "internal-server-error", None));
+            }
+            clear_errors(state, &me.username, &service, Some(node));
+            state.push.set_session(&me.username, &me.resource, reg);
+            tracing::info!(jid = %me.full, service = %service, "push enabled");
+            Some(xml::iq_result(iq, None))
+        }
+        "disable" => {
+            match state.store.push_disable(&me.username, &service, node).await {
+                Ok(n) => {
+                    tracing::info!(jid = %me.full, service = %service, removed = n, "push disabled");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "removing a push registration failed");
+                    return Some(xml::error_reply(iq, "internal-server-error", None));
+                }
+            }
+            clear_errors(state, &me.username, &service, node);
+            state.push.unlink(&me.username, &service, node);
+            Some(xml::iq_result(iq, None))
+        }
+        _ => Some(xml::error_reply(iq, "bad-request", None)),
+    }
+}
+
+fn clear_errors(state: &State, username: &str, service: &str, node: Option<&str>) {
+    lock(&state.push.errors).retain(|k, _| {
+        !(k.username == username && k.service == service && node.is_none_or(|n| n == k.node))
+    });
+}
+
+/// The client's publish-options form (XEP-0357 §5: a submitted data form), serialized.
+fn publish_options(enable: &Element) -> Result<String, &'static str> {
+    let Some(form) = enable.get_child("x", NS_DATA) else {
+        return Ok(String::new());
+    };
+    if form.attr("type") != Some("submit") {
+        return Err("The publish options must be a submitted data form");
+    }
+    let bytes = snikket_xmpp::framing::writer::element_to_bytes(form)
+        .map_err(|_| "Unreadable publish options")?;
+    if bytes.len() > MAX_OPTIONS {
+        return Err("Publish options too large");
+    }
+    String::from_utf8(bytes).map_err(|_| "Unreadable publish options")
+}
+
+/// A session bound: a client with a stable id (`Snikket.<id>`) gets back the registration it
+/// made before, so pushes keep flowing even if it does not enable push again at once.
+pub async fn session_bound(state: &State, username: &str, resource: &str) {
+    if !resource.starts_with("Snikket.") {
+        return;
+    }
+    match state.store.push_registrations(username).await {
+        Ok(regs) => {
+            if let Some(reg) = regs.into_iter().find(|r| r.client_id == resource) {
+                tracing::debug!(user = %username, "push registration restored for a known client");
+                state.push.set_session(username, resource, reg);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading push registrations failed"),
+    }
+}
+
+/// Whether a stanza is worth waking a phone for: a message with a body, an encrypted payload or
+/// a call proposal, also when it comes as a carbon copy.
+pub fn important(stanza: &Element) -> bool {
+    if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+        return false;
+    }
+    let carried = stanza
+        .children()
+        .filter(|c| c.ns() == NS_CARBONS && matches!(c.name(), "received" | "sent"))
+        .filter_map(|c| c.get_child("forwarded", xml::NS_FORWARD))
+        .find_map(|f| f.get_child("message", NS_CLIENT));
+    let m = carried.unwrap_or(stanza);
+    m.children().any(|c| {
+        (c.name() == "body" && !c.text().trim().is_empty())
+            || (c.name() == "encrypted" && matches!(c.ns().as_str(), NS_OMEMO_LEGACY | NS_OMEMO))
+            || c.is("propose", NS_JINGLE_MESSAGE)
+    })
+}
+
+/// A stanza reached a hibernating session: wake the device if the session enabled push.
+pub async fn hibernated(state: &State, username: &str, resource: &str, stanza: &Element) {
+    if !important(stanza) {
+        return;
+    }
+    if let Some(reg) = state.push.session(username, resource) {
+        notify(state, username, &reg, stanza).await;
+    }
+}
+
+/// A message was stored offline: wake every registered device of the account.
+pub async fn offline(state: &State, username: &str, stanza: &Element) {
+    if !important(stanza) {
+        return;
+    }
+    match state.store.push_registrations(username).await {
+        Ok(regs) => {
+            for reg in regs {
+                notify(state, username, &reg, stanza).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading push registrations failed"),
+    }
+}
+
+/// Publishes one summary notification for `reg`.
+async fn notify(state: &State, username: &str, reg: &PushRegistration, stanza: &Element) {
+    let from = format!("{username}@{}", state.config.domain.ascii);
+    let id = crate::archive::new_stanza_id();
+    let push = notification(&from, &id, reg, stanza);
+    let key = Key {
+        username: username.to_string(),
+        service: reg.service.clone(),
+        node: reg.node.clone(),
+    };
+    {
+        let mut pending = lock(&state.push.pending);
+        if pending.len() >= MAX_PENDING {
+            pending.retain(|_, p| p.sent.elapsed() < PENDING_TTL);
+            if pending.len() >= MAX_PENDING {
+                tracing::warn!("too many unanswered push notifications; dropping one");
+                return;
+            }
+        }
+        pending.insert(
+            id.clone(),
+            Pending {
+                key,
+                sent: Instant::now(),
+            },
+        );
+    }
+    let sent = match routing::target(state, &reg.service) {
+        Target::Local {
+            username: service_user,
+            resource: Some(r),
+        } => state.router.to_resource(&service_user, &r, push),
+        Target::Remote(domain) => {
+            // No federation yet: the app server cannot be reached.
+            tracing::debug!(service = %domain, "push service on another domain is unreachable");
+            false
+        }
+        _ => false,
+    };
+    if sent {
+        tracing::debug!(user = %username, service = %reg.service, "push notification sent");
+    } else {
+        lock(&state.push.pending).remove(&id);
+    }
+}
+
+/// The `<iq type='set'>` publishing a summary (XEP-0357 §5) with the client's publish-options.
+fn notification(from: &str, id: &str, reg: &PushRegistration, stanza: &Element) -> Element {
+    let field = |var: &str, value: &str| {
+        el(
+            "field",
+            NS_DATA,
+            &[("var", var)],
+            vec![text_el("value", NS_DATA, value)],
+        )
+    };
+    let call = stanza
+        .children()
+        .any(|c| c.is("propose", NS_JINGLE_MESSAGE));
+    let summary = el(
+        "x",
+        NS_DATA,
+        &[("type", "submit")],
+        vec![
+            field("FORM_TYPE", "urn:xmpp:push:summary"),
+            field("message-count", "1"),
+            // Tells the app server to wake the phone at once (calls and messages alike).
+            field(
+                "last-message-priority",
+                if call { "high" } else { "normal" },
+            ),
+        ],
+    );
+    let item = el(
+        "item",
+        NS_PUBSUB,
+        &[],
+        vec![el("notification", NS_PUSH, &[], vec![summary])],
+    );
+    let mut pubsub = el(
+        "pubsub",
+        NS_PUBSUB,
+        &[],
+        vec![el("publish", NS_PUBSUB, &[("node", &reg.node)], vec![item])],
+    );
+    if let Some(form) = parse_options(&reg.options) {
+        pubsub.append_child(el("publish-options", NS_PUBSUB, &[], vec![form]));
+    }
+    el(
+        "iq",
+        NS_CLIENT,
+        &[
+            ("type", "set"),
+            ("from", from),
+            ("to", &reg.service),
+            ("id", id),
+        ],
+        vec![pubsub],
+    )
+}
+
+fn parse_options(options: &str) -> Option<Element> {
+    if options.is_empty() {
+        return None;
+    }
+    options.parse::<Element>().ok()
+}
+
+/// An IQ result or error addressed to an account: if it answers a notification, count it and
+/// return true (the stanza is consumed).
+pub async fn iq_response(state: &State, me: &Sender, iq: &Element) -> bool {
+    let Some(id) = iq.attr("id") else {
+        return false;
+    };
+    let pending = {
+        let mut m = lock(&state.push.pending);
+        match m.get(id) {
+            Some(p) if answers(&p.key, me, iq) => m.remove(id),
+            _ => None,
+        }
+    };
+    let Some(Pending { key, .. }) = pending else {
+        return false;
+    };
+    if iq.attr("type") == Some("result") {
+        lock(&state.push.errors).remove(&key);
+        return true;
+    }
+    let error = iq.get_child("error", NS_CLIENT);
+    if error.and_then(|e| e.attr("type")) == Some("wait") {
+        tracing::debug!(service = %key.service, "push service asks to wait; not counted");
+        return true;
+    }
+    let count = {
+        let mut errors = lock(&state.push.errors);
+        let c = errors.entry(key.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    tracing::info!(user = %key.username, service = %key.service, errors = count, "push service returned an error");
+    if count >= MAX_ERRORS {
+        tracing::warn!(user = %key.username, service = %key.service, "disabling a push registration after repeated errors");
+        if let Err(e) = state
+            .store
+            .push_disable(&key.username, &key.service, Some(&key.node))
+            .await
+        {
+            tracing::error!(error = %e, "removing a push registration failed");
+        }
+        lock(&state.push.errors).remove(&key);
+        state
+            .push
+            .unlink(&key.username, &key.service, Some(&key.node));
+    }
+    true
+}
+
+/// Whether `iq` comes from the registration's service and goes to its account.
+fn answers(key: &Key, me: &Sender, iq: &Element) -> bool {
+    let to_account = iq
+        .attr("to")
+        .and_then(|t| jid::Jid::new(t).ok())
+        .and_then(|j| j.node().map(|n| n.as_str() == key.username))
+        .unwrap_or(false);
+    let from_service = jid::Jid::new(&key.service)
+        .map(|s| {
+            if s.resource().is_some() {
+                s.to_string() == me.full
+            } else {
+                s.to_string() == me.bare
+            }
+        })
+        .unwrap_or(false);
+    to_account && from_service
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Element {
+        s.parse().expect("test xml")
+    }
+
+    #[test]
+    fn messages_that_matter_wake_the_phone() {
+        let body = parse("<message xmlns='jabber:client' type='chat'><body>hi</body></message>");
+        let empty = parse("<message xmlns='jabber:client' type='chat'><body> </body></message>");
+        let state = parse("<message xmlns='jabber:client' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
+        let omemo = parse("<message xmlns='jabber:client'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>");
+        let call = parse("<message xmlns='jabber:client'><propose xmlns='urn:xmpp:jingle-message:0' id='c'/></message>");
+        let carbon = parse("<message xmlns='jabber:client'><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' type='chat'><body>x</body></message></forwarded></received></message>");
+        let error = parse("<message xmlns='jabber:client' type='error'><body>x</body></message>");
+        let presence = parse("<presence xmlns='jabber:client'/>");
+        assert!(important(&body));
+        assert!(!important(&empty));
+        assert!(!important(&state));
+        assert!(important(&omemo));
+        assert!(important(&call));
+        assert!(important(&carbon));
+        assert!(!important(&error));
+        assert!(!important(&presence));
+    }
+
+    #[test]
+    fn notifications_carry_no_body_and_the_clients_options() {
+        let reg = PushRegistration {
+            service: "push.example.net".into(),
+            node: "device-1".into(),
+            options: "<x xmlns='jabber:x:data' type='submit'><field var='secret'><value>s3</value></field></x>".into(),
+            client_id: "phone".into(),
+            created_at: 0,
+        };
+        let m = parse("<message xmlns='jabber:client' from='bob@example.com/x'><body>the secret plan</body></message>");
+        let iq = notification("alice@example.com", "id1", &reg, &m);
+        let text = String::from(&iq);
+        assert!(!text.contains("secret plan"), "{text}");
+        assert!(!text.contains("bob@example.com"), "{text}");
+        let pubsub = iq.get_child("pubsub", NS_PUBSUB).expect("pubsub");
+        let publish = pubsub.get_child("publish", NS_PUBSUB).expect("publish");
+        assert_eq!(publish.attr("node"), Some("device-1"));
+        assert!(text.contains("urn:xmpp:push:summary"));
+        let opts = pubsub
+            .get_child("publish-options", NS_PUBSUB)
+            .expect("publish-options");
+        assert!(String::from(opts).contains("s3"));
+        assert_eq!(iq.attr("to"), Some("push.example.net"));
+        assert_eq!(iq.attr("from"), Some("alice@example.com"));
+    }
+
+    #[test]
+    fn publish_options_must_be_a_submitted_form_of_bounded_size() {
+        let ok = parse("<enable xmlns='urn:xmpp:push:0' jid='p' node='n'><x xmlns='jabber:x:data' type='submit'/></enable>");
+        assert!(publish_options(&ok).is_ok_and(|s| s.contains("submit")));
+        let none = parse("<enable xmlns='urn:xmpp:push:0' jid='p' node='n'/>");
+        assert_eq!(publish_options(&none), Ok(String::new()));
+        let form = parse("<enable xmlns='urn:xmpp:push:0' jid='p' node='n'><x xmlns='jabber:x:data' type='form'/></enable>");
+        assert!(publish_options(&form).is_err());
+        let big = format!(
+            "<enable xmlns='urn:xmpp:push:0' jid='p' node='n'><x xmlns='jabber:x:data' type='submit'><field var='a'><value>{}</value></field></x></enable>",
+            "a".repeat(MAX_OPTIONS)
+        );
+        assert!(publish_options(&parse(&big)).is_err());
+    }
+}
