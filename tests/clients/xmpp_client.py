@@ -971,6 +971,62 @@ async def scenario_push(args):
     app_client.disconnect()
 
 
+CAM = "urn:xmpp:cam:0"
+
+
+async def cam_list(c, args):
+    iq = c.make_iq_get(ito=c.boundjid.bare)
+    iq.append(ET.Element("{%s}list" % CAM))
+    resp = await iq.send(timeout=args.timeout)
+    out = []
+    for x in resp.xml.findall("{%s}clients/{%s}client" % (CAM, CAM)):
+        auth = x.find("{%s}auth" % CAM)
+        out.append({"id": x.get("id"), "connected": x.get("connected"), "type": x.get("type"),
+                    "software": x.findtext("{%s}user-agent/{%s}software" % (CAM, CAM)),
+                    "fast": auth is not None and auth.find("{%s}fast" % CAM) is not None,
+                    "password": auth is not None and auth.find("{%s}password" % CAM) is not None,
+                    "first": x.findtext("{%s}first-seen" % CAM)})
+    return out
+
+
+def cam_revoke(c, client_id):
+    iq = c.make_iq_set(ito=c.boundjid.bare)
+    iq.append(ET.Element("{%s}revoke" % CAM, {"id": client_id}))
+    return iq
+
+
+async def scenario_cam(args):
+    """XEP-0494: list the clients with access (this password session and a FAST client the test
+    logged in before), revoke the FAST one; a password session cannot be revoked."""
+    a = Client("%s@%s/laptop" % (args.user, args.domain), args.password, args)
+    await a.start()
+    info = await a["xep_0030"].get_info(jid=a.boundjid.bare, timeout=args.timeout)
+    if CAM not in info["disco_info"]["features"]:
+        fail("no %s in the account's disco#info" % CAM)
+    clients = await cam_list(a, args)
+    mine = [c for c in clients if c["software"] == "laptop"]
+    fast = [c for c in clients if c["fast"]]
+    if len(mine) != 1 or not mine[0]["password"] or mine[0]["connected"] != "true" or mine[0]["type"] != "session":
+        fail("own session not listed right: %r" % clients)
+    if len(fast) != 1 or fast[0]["software"] != "Testapp" or fast[0]["connected"] != "true":
+        fail("FAST client not listed right: %r" % clients)
+    if not (mine[0]["first"] or "").startswith("20"):
+        fail("no first-seen time: %r" % mine)
+    err = await iq_error(cam_revoke(a, mine[0]["id"]), args)
+    if err["error"]["condition"] != "service-unavailable" or \
+            err.xml.find("{jabber:client}error/{%s}password-reset-required" % CAM) is None:
+        fail("revoking a password session: %s" % err)
+    err = await iq_error(cam_revoke(a, "no-such-client"), args)
+    if err["error"]["condition"] != "item-not-found":
+        fail("revoking an unknown id: %s" % err)
+    await cam_revoke(a, fast[0]["id"]).send(timeout=args.timeout)
+    after = await cam_list(a, args)
+    if any(c["fast"] for c in after) or len(after) != 1:
+        fail("the FAST client is still listed: %r" % after)
+    print("OK cam: listed %d clients, revoked the FAST one" % len(clients), flush=True)
+    a.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -1000,7 +1056,7 @@ def main():
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
           "private": scenario_private, "bookmarks": scenario_bookmarks,
-          "push": scenario_push}.get(args.scenario)
+          "push": scenario_push, "cam": scenario_cam}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

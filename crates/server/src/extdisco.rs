@@ -26,16 +26,6 @@ pub fn credentials(secret: &str, expires: i64) -> (String, String) {
     (username, password)
 }
 
-fn stamp(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// The `<services/>` answer: STUN and TURN over UDP and TCP on the advertised host and port.
 pub fn services(state: &State, iq: &Element) -> Element {
     let turn = &state.config.turn;
@@ -52,7 +42,7 @@ pub fn services(state: &State, iq: &Element) -> Element {
     let expires = snikket_store::now() + TTL_SECS;
     let (username, password) = credentials(secret.expose(), expires);
     let port = turn.port.to_string();
-    let expiry = stamp(expires);
+    let expiry = crate::archive::stamp(expires);
     let mut out = Vec::new();
     for kind in ["stun", "turn"] {
         if requested.as_deref().is_some_and(|r| r != kind) {

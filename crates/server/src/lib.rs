@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod bookmarks;
 pub mod c2s;
 pub mod cli;
+pub mod clients;
 pub mod error;
 pub mod extdisco;
 pub mod grpc;

@@ -198,6 +198,9 @@ pub async fn account_iq(state: &State, me: &Sender, iq: &Element) -> Element {
     if let Some(reply) = crate::push::iq(state, me, iq).await {
         return reply;
     }
+    if let Some(reply) = crate::clients::iq(state, me, iq).await {
+        return reply;
+    }
     match ns_of(iq).as_str() {
         NS_ROSTER if kind == "get" => roster_get(state, me, iq).await,
         NS_ROSTER if kind == "set" => roster_set(state, me, iq).await,
@@ -233,6 +236,7 @@ fn account_disco(owner: bool) -> Element {
             crate::blocking::NS_BLOCKING,
             crate::bookmarks::FEATURE_COMPAT,
             crate::push::NS_PUSH,
+            crate::clients::NS_CAM,
         ]);
     }
     for f in features {

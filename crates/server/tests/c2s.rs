@@ -1381,3 +1381,34 @@ fn push_notifications_reach_an_app_server() {
     );
     assert!(ok && out.contains("OK push:"), "{out}");
 }
+
+#[test]
+fn clients_are_listed_and_a_fast_client_is_revoked() {
+    let s = start();
+    let token = s.invite(&[]);
+    s.registered("rosa", "correct horse battery", &token);
+    // A SASL2 client with a FAST token, still connected.
+    let inline = "<bind xmlns='urn:xmpp:bind:0'><tag>Testapp</tag></bind>\
+                  <request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>";
+    let (mut tls, outcome) = sasl2_scram(&s, "rosa", "correct horse battery", inline);
+    assert!(outcome.contains("<success"), "{outcome}");
+    let fast_token = attr_value(&outcome, "token").unwrap().to_string();
+    assert_ping(&mut tls, "before-revoke");
+
+    // slixmpp lists both clients and revokes the FAST one.
+    let (ok, out) = s.client(
+        "cam",
+        &["--user", "rosa", "--password", "correct horse battery"],
+    );
+    assert!(ok && out.contains("OK cam:"), "{out}");
+
+    // The revoked client's stream is closed, and its token no longer logs in.
+    let closed = read_until(&mut tls, "</stream:stream>");
+    assert!(closed.contains("not-authorized"), "{closed}");
+    let (_, outcome) = fast_login(&s, "rosa", &fast_token, CLIENT_ID);
+    assert_eq!(
+        sasl_failure_condition(&outcome),
+        Some("not-authorized"),
+        "{outcome}"
+    );
+}

@@ -120,6 +120,38 @@ impl Store {
         Ok(())
     }
 
+    /// The clients of `username` holding unexpired tokens: (client id, first issued, last
+    /// issued), oldest client first.
+    pub async fn fast_clients(
+        &self,
+        username: &str,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = with_pool!(self, p => sqlx::query_as(
+            "SELECT client_id, MIN(issued_at), MAX(issued_at) FROM fast_tokens \
+             WHERE username = $1 AND expires_at > $2 GROUP BY client_id ORDER BY MIN(issued_at), client_id",
+        )
+        .bind(username)
+        .bind(now())
+        .fetch_all(p)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Revokes every token of one client; returns how many there were.
+    pub async fn revoke_fast_client(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<u64, StoreError> {
+        let n = with_pool!(self, p => sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND client_id = $2")
+            .bind(username)
+            .bind(client_id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n)
+    }
+
     /// Revokes every token of `username`; returns how many there were.
     pub async fn revoke_fast_tokens(&self, username: &str) -> Result<u64, StoreError> {
         let n = with_pool!(self, p => sqlx::query("DELETE FROM fast_tokens WHERE username = $1")
@@ -207,6 +239,51 @@ mod tests {
                 .unwrap()
                 .is_empty());
             assert_eq!(store.revoke_fast_tokens("alice").await.unwrap(), 0);
+        })
+        .await;
+    }
+    #[tokio::test]
+    async fn clients_with_tokens_are_listed_and_revoked_one_by_one() {
+        each_backend(|store| async move {
+            store
+                .create_account("alice", Role::Normal, &[], None)
+                .await
+                .unwrap();
+            let later = now() + 3600;
+            store
+                .issue_fast_token("alice", "phone", b"p1", later, None)
+                .await
+                .unwrap();
+            store
+                .issue_fast_token("alice", "laptop", b"l1", later, None)
+                .await
+                .unwrap();
+            store
+                .issue_fast_token("alice", "gone", b"g1", now() - 1, None)
+                .await
+                .unwrap();
+            let clients: Vec<String> = store
+                .fast_clients("alice")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(c, first, last)| {
+                    assert!(first <= last);
+                    c
+                })
+                .collect();
+            assert_eq!(clients.len(), 2, "{clients:?}");
+            assert!(
+                clients.contains(&"phone".to_string()) && clients.contains(&"laptop".to_string())
+            );
+            assert_eq!(store.revoke_fast_client("alice", "phone").await.unwrap(), 1);
+            assert!(store
+                .fast_tokens("alice", "phone")
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(store.fast_tokens("alice", "laptop").await.unwrap().len(), 1);
+            assert_eq!(store.revoke_fast_client("alice", "phone").await.unwrap(), 0);
         })
         .await;
     }
