@@ -18,6 +18,8 @@ pub struct DataDir {
     pub turn_secret: Secret<String>,
     /// Secret for internal gRPC calls.
     pub grpc_secret: Secret<String>,
+    /// Key that masks FAST tokens in the database (`c2s::fast::seal`).
+    pub fast_key: Secret<String>,
 }
 
 fn ensure_dir(path: &Path, mode: u32, config: &Config) -> Result<(), ServerError> {
@@ -80,6 +82,10 @@ pub async fn prepare(config: &Config) -> Result<DataDir, ServerError> {
     chown_if_configured(&config.turn_secret_path(), config)?;
     let grpc_secret = load_or_create_secret(&config.grpc_secret_path(), 0o640)?;
     chown_if_configured(&config.grpc_secret_path(), config)?;
+    // Only the server reads it.
+    let fast_key_path = config.data_dir.join("internal").join("fast-token-key");
+    let fast_key = load_or_create_secret(&fast_key_path, 0o600)?;
+    chown_if_configured(&fast_key_path, config)?;
     let legacy = config.data_dir.join("prosody").join("turn-auth-secret");
     if legacy.exists() {
         let _ = std::fs::remove_file(&legacy);
@@ -92,5 +98,6 @@ pub async fn prepare(config: &Config) -> Result<DataDir, ServerError> {
         store,
         turn_secret,
         grpc_secret,
+        fast_key,
     })
 }

@@ -97,6 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Some(s) => snikket_runtime::Secret::new(s.clone()),
             None => data.turn_secret.clone(),
         }),
+        fast_key: data.fast_key.clone(),
         sm: Default::default(),
         pep: Default::default(),
         push: Default::default(),

@@ -26,6 +26,8 @@ pub struct State {
     pub ip_limiter: Arc<IpLimiter>,
     /// Failed logins per address.
     pub auth_throttle: AuthThrottle,
+    /// Masks FAST tokens at rest (`c2s::fast::seal`).
+    pub fast_key: snikket_runtime::Secret<String>,
     /// TURN REST secret for XEP-0215 credentials (`None`: TURN not offered).
     pub turn_secret: Option<snikket_runtime::Secret<String>>,
     /// Sessions waiting to be resumed (XEP-0198).

@@ -1259,6 +1259,12 @@ fn sasl2_bind2_and_fast_tokens() {
     assert_ping(&mut tls, "ping-1");
     drop(tls);
 
+    // The database holds neither the token nor its SHA-256 (which would work as the HMAC key).
+    let stored = stored_fast_tokens(s.data.path(), "petra");
+    assert_eq!(stored.len(), 1);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(fast_token.as_bytes()).to_vec();
+    assert!(stored[0] != digest && stored[0] != fast_token.as_bytes());
+
     // The token logs the same client in, with the same resource and the server's proof.
     let (mut tls, outcome) = fast_login(&s, "petra", &fast_token, CLIENT_ID);
     assert!(outcome.contains("<success"), "{outcome}");
@@ -1326,6 +1332,20 @@ fn sasl2_bind2_and_fast_tokens() {
     let out = read_until(&mut tls, "</iq>");
     assert!(out.contains("petra@chat.test/r1"), "{out}");
     assert_ping(&mut tls, "ping-3");
+    drop(tls);
+
+    // A token does not get around a locked account.
+    let (_, outcome) = sasl2_scram(&s, "petra", "correct horse battery", request);
+    let fast_token = attr_value(&outcome, "token").unwrap().to_string();
+    with_store(s.data.path(), |store| async move {
+        store.lock_account("petra").await.unwrap();
+    });
+    let (_, outcome) = fast_login(&s, "petra", &fast_token, CLIENT_ID);
+    assert_eq!(
+        sasl_failure_condition(&outcome),
+        Some("account-disabled"),
+        "{outcome}"
+    );
 }
 
 #[test]
@@ -1411,4 +1431,31 @@ fn clients_are_listed_and_a_fast_client_is_revoked() {
         Some("not-authorized"),
         "{outcome}"
     );
+}
+
+/// Runs `f` on the server's (SQLite) database.
+fn with_store<F, Fut, T>(data: &Path, f: F) -> T
+where
+    F: FnOnce(snikket_store::Store) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", data.join("server/snikket.sqlite").display());
+        let store = snikket_store::Store::open_url(&url).await.unwrap();
+        let out = f(store.clone()).await;
+        store.close().await;
+        out
+    })
+}
+
+/// The token values the database holds for an account's test client.
+fn stored_fast_tokens(data: &Path, user: &str) -> Vec<Vec<u8>> {
+    with_store(data, |store| async move {
+        let tokens = store.fast_tokens(user, CLIENT_ID).await.unwrap();
+        tokens.into_iter().map(|t| t.token_hash).collect()
+    })
 }

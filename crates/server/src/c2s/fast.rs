@@ -91,6 +91,23 @@ pub fn new_token() -> (String, Vec<u8>) {
     (token, hash)
 }
 
+/// What the store keeps for a token: its SHA-256 masked with a key derived from the server's
+/// FAST key, the account and the client. The SHA-256 is as good as the token for an HMAC proof
+/// (a key longer than a block is hashed first), so a copy of the database alone must not yield
+/// it; the mask depends only on (account, client), so stored values still compare equal.
+/// Applying it twice gives the hash back.
+pub fn seal(key: &[u8], username: &str, client_id: &str, hash: &[u8]) -> Vec<u8> {
+    let mask = hmac(
+        key,
+        b"fast-token-at-rest\0",
+        format!("{username}\0{client_id}").as_bytes(),
+    );
+    hash.iter()
+        .zip(mask.iter().cycle())
+        .map(|(h, m)| h ^ m)
+        .collect()
+}
+
 /// SHA-256 of a token string.
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -166,6 +183,23 @@ pub fn bind2_resource(tag: Option<&str>, username: &str, client_id: Option<&str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealing_hides_the_hash_and_is_undone_by_sealing_again() {
+        let (_, hash) = new_token();
+        let sealed = seal(b"key", "alice", "phone", &hash);
+        assert_ne!(sealed, hash);
+        assert_eq!(sealed.len(), hash.len());
+        assert_eq!(seal(b"key", "alice", "phone", &sealed), hash);
+        assert_eq!(
+            seal(b"key", "alice", "phone", &hash),
+            sealed,
+            "stable per client"
+        );
+        assert_ne!(seal(b"key", "alice", "laptop", &hash), sealed);
+        assert_ne!(seal(b"key", "bob", "phone", &hash), sealed);
+        assert_ne!(seal(b"other key", "alice", "phone", &hash), sealed);
+    }
 
     #[test]
     fn ht_proofs_keyed_by_the_hash_equal_those_keyed_by_the_token() {

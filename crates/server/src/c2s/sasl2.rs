@@ -141,9 +141,15 @@ async fn token_login(
         },
         _ => Vec::new(),
     };
-    let matched = tokens
-        .into_iter()
-        .find(|t| fast::verify(&t.token_hash, &cb_data, &proof));
+    let key = state.fast_key.expose().as_bytes();
+    let unseal =
+        |u: &str, c: &str, t: &snikket_store::FastToken| fast::seal(key, u, c, &t.token_hash);
+    let matched = match (&username, &client_id) {
+        (Some(u), Some(c)) => tokens
+            .into_iter()
+            .find(|t| fast::verify(&unseal(u, c, t), &cb_data, &proof)),
+        _ => None,
+    };
     let (Some(username), Some(client), Some(token)) = (username, client_id.as_deref(), matched)
     else {
         return Err(auth_failed(conn, p, "not-authorized", &user, state, peer).await);
@@ -157,7 +163,7 @@ async fn token_login(
         tracing::warn!(error = %e, "retiring older fast tokens failed");
     }
     Ok(Authenticated {
-        additional: fast::responder(&token.token_hash, &cb_data),
+        additional: fast::responder(&unseal(&username, client, &token), &cb_data),
         username,
         client_id,
         token_used: Some(token.token_hash),
@@ -289,6 +295,7 @@ async fn issue_token(
         .filter(|m| m.cb_data(cb).is_some())?;
     let client = client_id?;
     let (token, hash) = fast::new_token();
+    let hash = fast::seal(state.fast_key.expose().as_bytes(), username, client, &hash);
     let expires = snikket_store::now() + fast::TOKEN_TTL_SECS;
     if let Err(e) = state
         .store
