@@ -53,8 +53,7 @@ impl Settings {
                     .with_context(|| format!("creating {}", dir.display()))?;
                 let key = snikket_runtime::load_or_create_secret(&dir.join("secret_key"), 0o600)?;
                 // Snikket's PUID/PGID: the portal's files belong to them (only when run as root).
-                let failed =
-                    snikket_runtime::files::chown_tree(&dir, config.puid.zip(config.pgid));
+                let failed = snikket_runtime::files::chown_tree(&dir, config.puid.zip(config.pgid));
                 if failed > 0 {
                     tracing::warn!(dir = %dir.display(), failed, "could not give the portal's files to PUID/PGID");
                 }

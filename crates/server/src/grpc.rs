@@ -104,8 +104,12 @@ pub async fn serve(
                 check.clone(),
             ),
         )
-        .add_service(pb::profile_server::ProfileServer::with_interceptor(
-            api, check,
+        // Account data imports may be up to 6 MiB (the portal accepts 5).
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::profile_server::ProfileServer::new(api)
+                .max_decoding_message_size(MAX_IMPORT_MESSAGE)
+                .max_encoding_message_size(MAX_EXPORT_MESSAGE),
+            check,
         ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -114,6 +118,11 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// Largest Profile request (an account data import), in bytes.
+const MAX_IMPORT_MESSAGE: usize = 6 * 1024 * 1024;
+/// Largest Profile response (an account data export), in bytes.
+const MAX_EXPORT_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Shared state of all admin services; cheap to clone.
 #[derive(Clone, Debug)]

@@ -24,6 +24,7 @@ pub mod router;
 pub mod routing;
 pub mod state;
 pub mod vcard;
+pub mod xep227;
 pub mod xml;
 
 use anyhow::Context;

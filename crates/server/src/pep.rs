@@ -345,6 +345,66 @@ pub async fn publish_as(
     store_and_notify(state, owner, &node, id, payload, &String::from(payload)).await
 }
 
+/// Why an imported node or item was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportSkip {
+    /// A node name or item id that is empty, too long or has control characters.
+    BadName,
+    /// A configuration this service does not support.
+    BadConfig,
+    /// The account has as many nodes as allowed.
+    TooManyNodes,
+    /// The payload is larger than `MAX_PAYLOAD`.
+    TooBig,
+}
+
+/// Creates or reconfigures `owner`'s node from an imported node configuration form (XEP-0227).
+pub async fn import_node(
+    state: &State,
+    owner: &str,
+    node_name: &str,
+    config: Option<&Element>,
+) -> Result<Result<(), ImportSkip>, snikket_store::StoreError> {
+    if !valid_name(node_name) {
+        return Ok(Err(ImportSkip::BadName));
+    }
+    let existing = state.store.pep_node(owner, node_name).await?;
+    if existing.is_none() && state.store.pep_nodes(owner).await?.len() >= MAX_NODES {
+        return Ok(Err(ImportSkip::TooManyNodes));
+    }
+    let base = existing.unwrap_or_else(|| default_node(node_name));
+    let fields = config.map(form_fields).unwrap_or_default();
+    match apply_options(&base, &fields) {
+        Ok(node) => {
+            state.store.pep_put_node(owner, &node).await?;
+            Ok(Ok(()))
+        }
+        Err(_) => Ok(Err(ImportSkip::BadConfig)),
+    }
+}
+
+/// Stores an imported item (XEP-0227) in an existing node, notifying like a publish.
+pub async fn import_item(
+    state: &State,
+    owner: &str,
+    node_name: &str,
+    id: &str,
+    payload: &Element,
+) -> Result<Result<(), ImportSkip>, snikket_store::StoreError> {
+    if !valid_name(id) {
+        return Ok(Err(ImportSkip::BadName));
+    }
+    let serialized = String::from(payload);
+    if serialized.len() > MAX_PAYLOAD {
+        return Ok(Err(ImportSkip::TooBig));
+    }
+    let Some(node) = state.store.pep_node(owner, node_name).await? else {
+        return Ok(Err(ImportSkip::BadName));
+    };
+    store_and_notify(state, owner, &node, id, payload, &serialized).await?;
+    Ok(Ok(()))
+}
+
 /// Retracts on the server's behalf, notifying; `false` if there was no such item.
 pub async fn retract_as(
     state: &State,

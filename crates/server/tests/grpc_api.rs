@@ -636,6 +636,92 @@ async fn scenario(pg_url: Option<&str>) {
         .map(|d| (d.id, d.have_bundle))
         .collect();
     assert_eq!(devices, [(1111, true), (2222, false)]);
+
+    // XEP-0227: bob's data (his OMEMO nodes) exported, imported into lim's account, exported again.
+    // (Locking bob above ended his portal sessions.)
+    let bob_login = login(&mut anon, "bob", "bob password 1").await;
+    let mut bob = Api::new(&channel, &secret, Some(&bob_login.session_token));
+    let export = bob
+        .profile
+        .export_account_data(pb::ExportAccountDataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!export.empty);
+    assert_eq!(export.jid, format!("bob@{DOMAIN}"));
+    let doc = String::from_utf8(export.xml).unwrap();
+    assert!(
+        doc.starts_with(
+            "<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='urn:xmpp:pie:0'"
+        ),
+        "{doc}"
+    );
+    assert!(doc.contains("<user name='bob'"), "{doc}");
+    assert!(
+        doc.contains("eu.siacs.conversations.axolotl.devicelist"),
+        "{doc}"
+    );
+    assert!(doc.contains("device id='2222'"), "{doc}");
+    let before = lim
+        .profile
+        .export_account_data(pb::ExportAccountDataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!String::from_utf8_lossy(&before.xml).contains("axolotl"));
+    // Plus what another server's export would carry: a roster and a legacy vCard.
+    let doc = doc.replace(
+        "<user name='bob'>",
+        "<user name='bob'><query xmlns='jabber:iq:roster'>\
+         <item jid='friend@elsewhere.example' name='Old Friend' subscription='both'><group>Old</group></item>\
+         <item jid='not a jid@@' subscription='both'/></query>\
+         <vCard xmlns='vcard-temp'><FN>Lim Imported</FN></vCard>",
+    );
+    let imported = lim
+        .profile
+        .import_account_data(pb::ImportAccountDataRequest {
+            xml: doc.clone().into_bytes(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            imported.roster_items,
+            imported.vcard,
+            imported.pep_nodes,
+            imported.pep_items,
+            imported.skipped
+        ),
+        (1, true, 2, 2, 1),
+        "{imported:?}"
+    );
+    let after = lim
+        .profile
+        .export_account_data(pb::ExportAccountDataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let after = String::from_utf8(after.xml).unwrap();
+    assert!(after.contains("<user name='lim'"), "{after}");
+    assert!(after.contains("device id='2222'"), "{after}");
+    assert!(after.contains("jid='friend@elsewhere.example'"), "{after}");
+    assert!(after.contains("<FN>Lim Imported</FN>"), "{after}");
+    for bad in [
+        "<not-xml",
+        "<server-data xmlns='urn:xmpp:pie:0'/>",
+        "<other/>",
+    ] {
+        assert_reason(
+            lim.profile
+                .import_account_data(pb::ImportAccountDataRequest {
+                    xml: bad.as_bytes().to_vec(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "not-xep227",
+        );
+    }
     assert_reason(
         admin
             .users

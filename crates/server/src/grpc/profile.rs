@@ -235,6 +235,50 @@ impl pb::profile_server::Profile for AdminApi {
             sha1: id,
         }))
     }
+
+    async fn export_account_data(
+        &self,
+        request: Request<pb::ExportAccountDataRequest>,
+    ) -> Result<Response<pb::AccountData>, Status> {
+        let caller = self.caller(&request).await?;
+        let state = self.live()?;
+        let doc = crate::xep227::export(state, &caller.username)
+            .await
+            .map_err(internal)?;
+        tracing::info!(user = %caller.username, empty = doc.is_none(), "account data exported");
+        Ok(Response::new(pb::AccountData {
+            empty: doc.is_none(),
+            xml: doc.map(String::into_bytes).unwrap_or_default(),
+            jid: format!("{}@{}", caller.username, self.config().domain.ascii),
+        }))
+    }
+
+    async fn import_account_data(
+        &self,
+        request: Request<pb::ImportAccountDataRequest>,
+    ) -> Result<Response<pb::ImportAccountDataResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let state = self.live()?;
+        let not_xep227 = || {
+            fail(
+                Code::InvalidArgument,
+                "not-xep227",
+                "the data is not a XEP-0227 document with an account in it",
+            )
+        };
+        let doc = std::str::from_utf8(&request.get_ref().xml).map_err(|_| not_xep227())?;
+        match crate::xep227::import(state, &caller.username, doc).await {
+            Ok(n) => Ok(Response::new(pb::ImportAccountDataResponse {
+                roster_items: n.roster_items,
+                vcard: n.vcard,
+                pep_nodes: n.pep_nodes,
+                pep_items: n.pep_items,
+                skipped: n.skipped,
+            })),
+            Err(crate::xep227::ImportError::NotXep227) => Err(not_xep227()),
+            Err(crate::xep227::ImportError::Store(e)) => Err(internal(e)),
+        }
+    }
 }
 
 impl AdminApi {
