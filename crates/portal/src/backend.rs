@@ -120,6 +120,9 @@ pub fn friendly(reason: &str) -> &'static str {
         "invalid-username" => "The username is not valid.",
         "invalid-argument" => "Some of the values entered are not valid.",
         "throttled" => "Too many attempts. Please wait a few minutes and try again.",
+        "not-xep227" => {
+            "The account data you tried to import is not in XEP-0227 format. Please upload the file your previous service exported."
+        }
         "unavailable" => "The service is temporarily unavailable. Please try again shortly.",
         _ => "Something went wrong. Please try again.",
     }
@@ -156,6 +159,31 @@ impl Backend {
             self.channel.clone(),
             self.secret.clone(),
         )
+        // Account data exports can be large (avatars in PEP); imports are up to 5 MiB.
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(6 * 1024 * 1024)
+    }
+
+    /// `Profile.ExportAccountData`: the caller's XEP-0227 document.
+    pub async fn export_account_data(&self, token: &str) -> Result<api::AccountData, BackendError> {
+        Ok(self
+            .profile()
+            .export_account_data(with_session(api::ExportAccountDataRequest {}, token))
+            .await?
+            .into_inner())
+    }
+
+    /// `Profile.ImportAccountData`.
+    pub async fn import_account_data(
+        &self,
+        token: &str,
+        xml: Vec<u8>,
+    ) -> Result<api::ImportAccountDataResponse, BackendError> {
+        Ok(self
+            .profile()
+            .import_account_data(with_session(api::ImportAccountDataRequest { xml }, token))
+            .await?
+            .into_inner())
     }
 
     fn invitations(&self) -> api::invitations_client::InvitationsClient<Svc> {

@@ -38,6 +38,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .post(profile)
                 .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
+        .route("/user/manage_data", get(manage_data_form).post(export_data))
         .route("/avatar/{from}/{code}", get(avatar))
         .route("/admin/", get(admin_home))
         .route("/admin/invitations", get(invitations))
@@ -46,7 +47,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin/invitation/{id}/revoke", post(revoke_invitation))
         .merge(crate::admin::routes())
         .merge(crate::public::routes())
-        .route("/invite/success", get(invite_success))
+        .route(
+            "/invite/success",
+            get(invite_success)
+                .post(import_data)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BODY)),
+        )
         .route("/invite/{token}/", get(invite_landing))
         .route(
             "/invite/{token}/register",
@@ -1186,6 +1192,157 @@ async fn invite_success(State(st): State<AppState>, headers: HeaderMap) -> Respo
         )
     });
     st.done(&headers, r)
+}
+
+/// Largest account data file accepted for import (spec 5.6.3).
+const MAX_IMPORT_FILE: usize = 5 * 1024 * 1024;
+/// The request around it (multipart framing, the CSRF field).
+const MAX_IMPORT_BODY: usize = MAX_IMPORT_FILE + 64 * 1024;
+
+/// The "Moving to Snikket?" upload on the registration success page: a XEP-0227 file imported
+/// into the new account.
+async fn import_data(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    use axum::extract::FromRequest;
+    let headers = req.headers().clone();
+    let r = async {
+        let s = require_user(&st, &headers)?;
+        let mut parts = axum::extract::Multipart::from_request(req, &st)
+            .await
+            .map_err(|_| Fail::Refused("invalid-argument".into()))?;
+        let mut csrf = String::new();
+        let mut file: Option<(Vec<u8>, String)> = None;
+        let mut too_big = false;
+        while let Ok(Some(field)) = parts.next_field().await {
+            let name = field.name().unwrap_or_default().to_string();
+            let mime = field.content_type().unwrap_or_default().to_string();
+            match field.bytes().await {
+                Ok(bytes) => match name.as_str() {
+                    "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
+                    "account_data_file" => file = Some((bytes.to_vec(), mime)),
+                    _ => {}
+                },
+                // Over the body limit.
+                Err(_) => too_big = true,
+            }
+        }
+        st.check_csrf(&headers, &csrf)?;
+        let ctx = st.ctx(&headers);
+        let page = |status, key: &str, msg: &str| {
+            st.render(
+                &ctx,
+                status,
+                "invite_success.html",
+                json!({"jid": s.jid, key: msg}),
+            )
+        };
+        let (bytes, mime) = match file {
+            _ if too_big => {
+                return Ok(page(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "error",
+                    "The account data you tried to import is too large to upload. Please contact your Snikket operator.",
+                ))
+            }
+            Some((b, _)) if b.len() > MAX_IMPORT_FILE => {
+                return Ok(page(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "error",
+                    "The account data you tried to import is too large to upload. Please contact your Snikket operator.",
+                ))
+            }
+            Some((b, m)) if !b.is_empty() => (b, m),
+            _ => {
+                return Ok(page(
+                    StatusCode::BAD_REQUEST,
+                    "error",
+                    "Please choose a file to import.",
+                ))
+            }
+        };
+        let base = mime.split(';').next().unwrap_or_default().trim();
+        if !matches!(base, "application/xml" | "text/xml") {
+            let msg = format!(
+                "The account data you tried to import is in an unknown format. Please upload an XML file in XEP-0227 format (provided format: {}).",
+                if base.is_empty() { "unknown" } else { base }
+            );
+            return Ok(page(StatusCode::BAD_REQUEST, "error", &msg));
+        }
+        match st.backend().import_account_data(&s.token, bytes).await {
+            Ok(_) => Ok(page(StatusCode::OK, "notice", "Import successful")),
+            Err(e) if e.reason() == "not-xep227" => Ok(page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "error",
+                crate::backend::friendly("not-xep227"),
+            )),
+            Err(e) => Err(Fail::from(e)),
+        }
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+async fn manage_data_form(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let r = require_user(&st, &headers).map(|_| {
+        let ctx = st.ctx(&headers);
+        st.render(&ctx, StatusCode::OK, "manage_data.html", json!({}))
+    });
+    st.done(&headers, r)
+}
+
+/// The XEP-0227 download (spec 5.4.5).
+async fn export_data(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Response {
+    let r = async {
+        let s = require_user(&st, &headers)?;
+        st.check_csrf(&headers, &form.csrf)?;
+        let data = st
+            .backend()
+            .export_account_data(&s.token)
+            .await
+            .map_err(Fail::from)?;
+        if data.empty {
+            let ctx = st.ctx(&headers);
+            return Ok(st.render(
+                &ctx,
+                StatusCode::OK,
+                "manage_data.html",
+                json!({"error": "You currently have no account data to export."}),
+            ));
+        }
+        let disposition = format!(
+            "attachment; filename=\"account-data.xml\"; filename*=UTF-8''account-data-{}.xml",
+            percent_encode_filename(&data.jid)
+        );
+        let mut resp = (StatusCode::OK, data.xml).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
+    }
+    .await;
+    st.done(&headers, r)
+}
+
+/// RFC 5987 `attr-char` encoding for a `filename*` value.
+fn percent_encode_filename(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

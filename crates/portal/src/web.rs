@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 /// The embedded templates.
 pub(crate) fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
-    let files: [(&str, &str); 25] = [
+    let files: [(&str, &str); 26] = [
         ("invite.html", include_str!("../templates/invite.html")),
         (
             "invite_register.html",
@@ -29,6 +29,10 @@ pub(crate) fn templates() -> minijinja::Environment<'static> {
             include_str!("../templates/dashboard.html"),
         ),
         ("passwd.html", include_str!("../templates/passwd.html")),
+        (
+            "manage_data.html",
+            include_str!("../templates/manage_data.html"),
+        ),
         ("profile.html", include_str!("../templates/profile.html")),
         ("policies.html", include_str!("../templates/policies.html")),
         ("about.html", include_str!("../templates/about.html")),

@@ -279,6 +279,40 @@ async fn admin_invites_a_new_user_who_registers_on_the_web() {
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains(&format!("carol@{DOMAIN}")));
     assert_eq!(carol.get("/admin/").await.status, StatusCode::FORBIDDEN);
+    // Her data export (XEP-0227): nothing yet (no contacts: nobody else is in her circle), then
+    // the nickname she sets.
+    let data_page = carol.get("/user/manage_data").await;
+    assert_eq!(data_page.status, StatusCode::OK, "{}", data_page.body);
+    let token_field = csrf(&data_page.body);
+    let empty = carol
+        .post("/user/manage_data", &[("csrf", &token_field)])
+        .await;
+    assert!(
+        empty
+            .body
+            .contains("You currently have no account data to export."),
+        "{}",
+        empty.body
+    );
+    let profile = carol
+        .post(
+            "/user/profile",
+            &[("csrf", &token_field), ("nickname", "Carol C")],
+        )
+        .await;
+    assert_eq!(profile.status, StatusCode::SEE_OTHER, "{}", profile.body);
+    let export = carol
+        .post("/user/manage_data", &[("csrf", &token_field)])
+        .await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert!(
+        export.body.contains("<server-data xmlns='urn:xmpp:pie:0'>")
+            && export
+                .body
+                .contains("<nick xmlns='http://jabber.org/protocol/nick'>Carol C</nick>"),
+        "{}",
+        export.body
+    );
     // The single-use invitation is gone.
     let used = carol.get(&format!("/invite/{token}/")).await;
     assert_eq!(used.status, StatusCode::NOT_FOUND);

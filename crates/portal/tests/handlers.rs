@@ -214,6 +214,36 @@ impl api::profile_server::Profile for Fake {
         }))
     }
 
+    async fn export_account_data(
+        &self,
+        req: tonic::Request<api::ExportAccountDataRequest>,
+    ) -> Result<Response<api::AccountData>, Status> {
+        let who = session(&req)?;
+        let empty = who != "carol";
+        Ok(Response::new(api::AccountData {
+            empty,
+            xml: if empty {
+                Vec::new()
+            } else {
+                b"<server-data xmlns='urn:xmpp:pie:0'/>".to_vec()
+            },
+            jid: format!("{who}@example.org"),
+        }))
+    }
+
+    async fn import_account_data(
+        &self,
+        req: tonic::Request<api::ImportAccountDataRequest>,
+    ) -> Result<Response<api::ImportAccountDataResponse>, Status> {
+        let who = session(&req)?;
+        let xml = String::from_utf8_lossy(&req.get_ref().xml).into_owned();
+        if !xml.contains("urn:xmpp:pie:0") {
+            return Err(refuse(tonic::Code::InvalidArgument, "not-xep227"));
+        }
+        self.record(format!("import_account_data {who} {}", xml.len()));
+        Ok(Response::new(api::ImportAccountDataResponse::default()))
+    }
+
     async fn change_password(
         &self,
         req: tonic::Request<api::ChangePasswordRequest>,
@@ -924,6 +954,40 @@ fn urlencode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A multipart form post with text `fields` and one file (field name, media type, bytes).
+fn multipart_post(
+    path: &str,
+    cookies: &[String],
+    fields: &[(&str, &str)],
+    file: (&str, &str, &[u8]),
+) -> Request<Body> {
+    let b = "XyZbOuNdArY";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    let (name, mime, bytes) = file;
+    body.extend(
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\nContent-Type: {mime}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend(bytes);
+    body.extend(format!("\r\n--{b}--\r\n").as_bytes());
+    Request::post(path)
+        .header(header::COOKIE, cookies.join("; "))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={b}"),
+        )
+        .body(Body::from(body))
+        .expect("request")
 }
 
 /// Logs in through the form; returns the cookies (csrf + session) and the csrf token.
@@ -2463,36 +2527,16 @@ async fn profile_page() {
 
     // The real form is multipart, with the avatar file and the visibility.
     let multipart = |csrf: &str, file: &[u8]| {
-        let b = "XyZbOuNdArY";
-        let mut body = Vec::new();
-        for (name, value) in [
-            ("csrf", csrf),
-            ("nickname", "Caro"),
-            ("profile_access_model", "open"),
-        ] {
-            body.extend(
-                format!(
-                    "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-                )
-                .as_bytes(),
-            );
-        }
-        body.extend(
-            format!(
-                "--{b}\r\nContent-Disposition: form-data; name=\"avatar\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend(file);
-        body.extend(format!("\r\n--{b}--\r\n").as_bytes());
-        Request::post("/user/profile")
-            .header(header::COOKIE, carol.join("; "))
-            .header(
-                header::CONTENT_TYPE,
-                format!("multipart/form-data; boundary={b}"),
-            )
-            .body(Body::from(body))
-            .expect("request")
+        multipart_post(
+            "/user/profile",
+            &carol,
+            &[
+                ("csrf", csrf),
+                ("nickname", "Caro"),
+                ("profile_access_model", "open"),
+            ],
+            ("avatar", "image/png", file),
+        )
     };
     let r = call(&app, multipart("forged", b"PNG")).await;
     assert_eq!(
@@ -2532,4 +2576,95 @@ async fn profile_page() {
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     let nobody = get(&app, "/avatar/Y2Fyb2xAZXhhbXBsZS5vcmc/x", &[]).await;
     assert_eq!(nobody.status, StatusCode::SEE_OTHER, "signed-in users only");
+}
+
+#[tokio::test]
+async fn account_data_export_and_import() {
+    let fake = Fake::default();
+    let app = app(&start_fake(fake.clone()).await);
+    assert_eq!(
+        get(&app, "/user/manage_data", &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (alice, csrf) = login(&app, "alice", "alice password").await;
+    let page = get(&app, "/user/manage_data", &alice).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Export account"), "{}", page.body);
+    assert!(get(&app, "/user/", &alice)
+        .await
+        .body
+        .contains("/user/manage_data"));
+    // CSRF checked; an account with nothing gets the notice instead of a file.
+    let forged = post(&app, "/user/manage_data", &alice, &[("csrf", "forged")]).await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    let empty = post(&app, "/user/manage_data", &alice, &[("csrf", &csrf)]).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(
+        empty
+            .body
+            .contains("You currently have no account data to export."),
+        "{}",
+        empty.body
+    );
+
+    // A file download, named after the account.
+    let (carol, csrf) = login(&app, "carol", "carol password").await;
+    let file = post(&app, "/user/manage_data", &carol, &[("csrf", &csrf)]).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(
+        file.headers[header::CONTENT_TYPE],
+        "application/xml; charset=utf-8"
+    );
+    assert_eq!(
+        file.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"account-data.xml\"; filename*=UTF-8''account-data-carol%40example.org.xml"
+    );
+    assert_eq!(file.body, "<server-data xmlns='urn:xmpp:pie:0'/>");
+
+    // Import on the registration success page: checked type, size and format.
+    let page = get(&app, "/invite/success", &carol).await;
+    assert!(page.body.contains("Moving to Snikket?"), "{}", page.body);
+    let xml = b"<server-data xmlns='urn:xmpp:pie:0'><host jid='old.example'><user name='c'/></host></server-data>";
+    let upload = |csrf: &str, mime: &str, bytes: &[u8]| {
+        multipart_post(
+            "/invite/success",
+            &carol,
+            &[("csrf", csrf)],
+            ("account_data_file", mime, bytes),
+        )
+    };
+    assert_eq!(
+        call(&app, upload("forged", "text/xml", xml)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let wrong_type = call(&app, upload(&csrf, "image/png", xml)).await;
+    assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
+    assert!(
+        wrong_type.body.contains("unknown format") && wrong_type.body.contains("image&#x2f;png"),
+        "{}",
+        wrong_type.body
+    );
+    let not_pie = call(&app, upload(&csrf, "application/xml", b"<other/>")).await;
+    assert_eq!(not_pie.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        not_pie.body.contains("not in XEP-0227 format"),
+        "{}",
+        not_pie.body
+    );
+    let big = vec![b' '; 5 * 1024 * 1024 + 1];
+    let too_big = call(&app, upload(&csrf, "text/xml", &big)).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        too_big.body.contains("too large to upload"),
+        "{}",
+        too_big.body
+    );
+    assert!(fake.take_changes().is_empty());
+    let ok = call(&app, upload(&csrf, "text/xml", xml)).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("Import successful"), "{}", ok.body);
+    assert_eq!(
+        fake.take_changes(),
+        [format!("import_account_data carol {}", xml.len())]
+    );
 }

@@ -61,6 +61,8 @@ pub async fn export(state: &State, username: &str) -> Result<Option<String>, Sto
     let mut user = el("user", NS_PIE, &[("name", username)], vec![]);
     let mut any = false;
 
+    // The circles' contacts, as a client logging in now would see them.
+    crate::routing::sync_circles(state, username).await;
     let (roster, _) = state.store.roster(username).await?;
     if !roster.is_empty() {
         any = true;
