@@ -7,6 +7,8 @@ Every scenario is bounded by --timeout seconds.
 """
 import argparse
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 import sys
@@ -385,7 +387,21 @@ async def scenario_caps(args):
     features = info["disco_info"]["features"]
     if "http://jabber.org/protocol/caps" not in features:
         fail("caps feature missing from %s" % features)
-    print("OK caps %s (%d features)" % (ver, len(features)), flush=True)
+    # The server's avatar (XEP-0153): its hash arrives from the domain after initial presence,
+    # and the domain's vCard carries the image with that hash.
+    p = await expect(a.unavailable, lambda p: p["from"].full == args.domain, args.timeout,
+                     "the server's vcard-temp:x:update presence")
+    photo = p.xml.findtext("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")
+    iq = a.make_iq_get(ito=args.domain)
+    iq.append(ET.Element("{vcard-temp}vCard"))
+    card = (await iq.send(timeout=args.timeout)).xml.find("{vcard-temp}vCard")
+    binval = card.findtext("{vcard-temp}PHOTO/{vcard-temp}BINVAL") or ""
+    image = base64.b64decode(binval)
+    if not image.startswith(b"\x89PNG") or hashlib.sha1(image).hexdigest() != photo:
+        fail("server vCard photo %d bytes does not match the presence hash %s" % (len(image), photo))
+    if not card.findtext("{vcard-temp}FN"):
+        fail("server vCard has no FN")
+    print("OK caps %s (%d features), logo %s" % (ver, len(features), photo), flush=True)
     a.disconnect()
 
 

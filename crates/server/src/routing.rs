@@ -392,6 +392,11 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
         Some(&me.resource),
     );
     if initial {
+        state.router.to_resource(
+            &me.username,
+            &me.resource,
+            crate::vcard::server_photo_presence(&state.config.domain.ascii, &me.full),
+        );
         // Probe: current presence of contacts we are subscribed to, and of our other resources.
         for item in roster.iter().filter(|i| i.subscription.has_to()) {
             if blocked_either(state, me, &item.contact).await {

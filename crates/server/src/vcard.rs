@@ -26,15 +26,52 @@ pub async fn iq(state: &State, me: &Sender, owner: &str, iq: &Element) -> Elemen
     }
 }
 
-/// The domain's vCard: its name.
+/// The server's avatar (drawn by `assets/make-logo.py`).
+const LOGO: &[u8] = include_bytes!("../assets/logo.png");
+
+/// Hex SHA-1 of the server's avatar, as `vcard-temp:x:update` carries it.
+pub fn logo_hash() -> String {
+    hex(&sha1::Sha1::digest(LOGO))
+}
+
+/// The domain's vCard: its name and logo (XEP-0054).
 pub fn server(state: &State, iq: &Element) -> Element {
+    let photo = el(
+        "PHOTO",
+        NS_VCARD,
+        &[],
+        vec![
+            text_el("TYPE", NS_VCARD, "image/png"),
+            text_el(
+                "BINVAL",
+                NS_VCARD,
+                &base64::engine::general_purpose::STANDARD.encode(LOGO),
+            ),
+        ],
+    );
     let card = el(
         "vCard",
         NS_VCARD,
         &[],
-        vec![text_el("FN", NS_VCARD, &state.config.site_name)],
+        vec![text_el("FN", NS_VCARD, &state.config.site_name), photo],
     );
     xml::iq_result(iq, Some(card))
+}
+
+/// What a session gets from the domain at its initial presence (XEP-0153): the hash of the
+/// server's avatar, so apps show it for messages from the server.
+pub fn server_photo_presence(domain: &str, to: &str) -> Element {
+    el(
+        "presence",
+        xml::NS_CLIENT,
+        &[("from", domain), ("to", to), ("type", "unavailable")],
+        vec![el(
+            "x",
+            NS_UPDATE,
+            &[],
+            vec![text_el("photo", NS_UPDATE, &logo_hash())],
+        )],
+    )
 }
 
 async fn get(state: &State, me: &Sender, owner: &str, iq: &Element) -> Element {
