@@ -4,6 +4,7 @@
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod procstat;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;
