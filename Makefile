@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-# Debian packages the tests drive (third-party peers) or need (PostgreSQL for the second backend).
-TEST_PACKAGES := postgresql coturn pebble python3-slixmpp curl nginx-light ca-certificates openssl
+# Debian packages the tests drive (third-party peers, headless Chromium for the portal's browser
+# test) or need (PostgreSQL for the second backend).
+TEST_PACKAGES := postgresql coturn pebble python3-slixmpp curl nginx-light ca-certificates openssl chromium chromium-driver
 # Extra packages for the benchmarks.
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk nginx hyperfine
 # Outside the checkout: when run as root the cluster runs as the postgres user, which may not
@@ -45,7 +46,7 @@ test: lint
 	@url=$$(tests/scripts/pg-cluster.sh start $(PG_DIR)); \
 	trap 'tests/scripts/pg-cluster.sh stop $(PG_DIR)' EXIT; \
 	echo "PostgreSQL test cluster: $$url"; \
-	TEST_POSTGRES_URL=$$url cargo test --workspace --locked --no-fail-fast
+	TEST_POSTGRES_URL=$$url SNIKKET_REQUIRE_BROWSER=1 cargo test --workspace --locked --no-fail-fast
 
 clean-pg:
 	@tests/scripts/pg-cluster.sh stop $(PG_DIR) || true

@@ -4,56 +4,17 @@
 //! manages that user (role, reset link, lock, delete), a circle (members, chat) and reads the
 //! system page.
 //!
-//! The server binary must be built first: `cargo build -p snikket-server`.
+//! The server binary must be built first: `cargo build -p snikket-server` (see `common/stack.rs`).
+
+#[path = "common/stack.rs"]
+mod stack;
 
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
-use snikket_testkit::net::{free_port, wait_for_port};
-use snikket_testkit::process::Child;
-use std::path::{Path, PathBuf};
+use snikket_testkit::net::free_port;
+use stack::{env, invite_token, Stack, DOMAIN, PORTAL};
 use std::process::Command;
 use std::time::Duration;
-
-const PORTAL: &str = env!("CARGO_BIN_EXE_snikket-portal");
-const DOMAIN: &str = "chat.example.com";
-
-fn server_binary() -> PathBuf {
-    let root = snikket_testkit::workspace_root();
-    let bin = root.join("target").join("debug").join("snikket-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p snikket-server`",
-        bin.display()
-    );
-    bin
-}
-
-/// The shared environment of both processes.
-fn env(cmd: &mut Command, data: &Path, grpc_port: u16, portal_port: u16) {
-    cmd.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("SNIKKET_DOMAIN", DOMAIN)
-        .env("SNIKKET_ADMIN_EMAIL", "admin@example.com")
-        .env("SNIKKET_SITE_NAME", "The Family")
-        .env("SNIKKET_LOGLEVEL", "warn")
-        .env("SNIKKET_TWEAK_DATA_DIR", data)
-        .env("SNIKKET_TWEAK_BIND_INTERFACES", "127.0.0.1")
-        .env("SNIKKET_TWEAK_SERVER_GRPC_PORT", grpc_port.to_string())
-        .env("SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
-        .env(
-            "SNIKKET_TWEAK_PORTAL_INTERNAL_HTTP_PORT",
-            portal_port.to_string(),
-        );
-}
-
-fn server_env(cmd: &mut Command) {
-    cmd.env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", free_port().to_string())
-        .env("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
-        .env("SNIKKET_TWEAK_C2S_PORT", free_port().to_string())
-        .env("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", free_port().to_string())
-        .env("SNIKKET_TWEAK_S2S_PORT", free_port().to_string())
-        .env("SNIKKET_PROXY65_PORT", free_port().to_string());
-}
 
 /// A tiny cookie jar over a client that does not follow redirects.
 struct Browser {
@@ -138,16 +99,6 @@ fn csrf(body: &str) -> String {
     body[start..end].to_string()
 }
 
-/// The token of the first `/invite/<token>/` link in `text` (HTML-escaped or not).
-fn invite_token(text: &str) -> String {
-    let text = text.replace("&#x2f;", "/");
-    let start = text.find("/invite/").expect("an invite link") + "/invite/".len();
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
 async fn register(b: &mut Browser, token: &str, user: &str, password: &str) {
     let form = b.get(&format!("/invite/{token}/register")).await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.body);
@@ -184,44 +135,15 @@ async fn login(b: &mut Browser, user: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_invites_a_new_user_who_registers_on_the_web() {
-    let server = server_binary();
-    let dir = snikket_testkit::temp_dir();
-    let data = dir.path();
-    let (grpc_port, portal_port) = (free_port(), free_port());
-
-    let mut cmd = Command::new(&server);
-    env(&mut cmd, data, grpc_port, portal_port);
-    server_env(&mut cmd);
-    let _server = Child::spawn("snikket-server", cmd);
-    wait_for_port(([127, 0, 0, 1], grpc_port).into(), Duration::from_secs(30));
-
-    let mut cmd = Command::new(&server);
-    env(&mut cmd, data, grpc_port, portal_port);
-    let out = cmd
-        .args(["create-invite", "--admin"])
-        .output()
-        .expect("run create-invite");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let admin_token = invite_token(&String::from_utf8_lossy(&out.stdout));
-
-    let mut cmd = Command::new(PORTAL);
-    env(&mut cmd, data, grpc_port, portal_port);
-    let _portal = Child::spawn("snikket-portal", cmd);
-    wait_for_port(
-        ([127, 0, 0, 1], portal_port).into(),
-        Duration::from_secs(30),
-    );
+    let stack = Stack::start();
+    let admin_token = stack.admin_token.clone();
 
     let http = reqwest::Client::builder()
         .redirect(Policy::none())
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let base = format!("http://127.0.0.1:{portal_port}");
+    let base = stack.base.clone();
     let mut admin = Browser {
         http: http.clone(),
         base: base.clone(),
@@ -229,9 +151,11 @@ async fn admin_invites_a_new_user_who_registers_on_the_web() {
     };
     assert_eq!(admin.get("/_health").await.body, "STATUS OK");
     // The image's HEALTHCHECK: quiet and successful while the portal serves.
-    let mut cmd = Command::new(PORTAL);
-    env(&mut cmd, data, grpc_port, portal_port);
-    let out = cmd.arg("healthcheck").output().expect("run healthcheck");
+    let out = stack
+        .command(PORTAL)
+        .arg("healthcheck")
+        .output()
+        .expect("run healthcheck");
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 

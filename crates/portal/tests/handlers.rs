@@ -1218,7 +1218,9 @@ async fn admin_invitations() {
     assert!(list.body.contains("expires in 6 days"));
     assert!(list.body.contains("/admin/invitation/abcd1234"));
     assert!(list.body.contains("Four weeks"));
-    assert!(list.body.contains("<td>The Family</td>"));
+    assert!(list
+        .body
+        .contains("<td data-label=\"Circle(s)\">The Family</td>"));
     assert!(list
         .body
         .contains("<option value=\"default\" selected>The Family</option>"));

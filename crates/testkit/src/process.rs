@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 pub struct Child {
     inner: std::process::Child,
     name: String,
+    /// Leads its own process group, killed as a whole on drop.
+    group: bool,
 }
 
 impl Child {
@@ -16,7 +18,18 @@ impl Child {
         Child {
             inner,
             name: name.to_string(),
+            group: false,
         }
+    }
+
+    /// Like [`Child::spawn`], but the process leads a new process group and the whole group is
+    /// killed on drop: whatever it started (a browser under its WebDriver server) goes with it.
+    pub fn spawn_group(name: &str, mut cmd: Command) -> Child {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let mut child = Child::spawn(name, cmd);
+        child.group = true;
+        child
     }
 
     /// The process id.
@@ -31,20 +44,33 @@ impl Child {
             .unwrap_or_else(|e| panic!("wait {}: {e}", self.name))
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM (to the whole group for [`Child::spawn_group`]) and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.inner.id().to_string())
-            .status();
-        self.inner
+        let target = if self.group {
+            format!("-{}", self.inner.id())
+        } else {
+            self.inner.id().to_string()
+        };
+        let _ = Command::new("kill").args(["-TERM", "--", &target]).status();
+        let status = self
+            .inner
             .wait()
-            .unwrap_or_else(|e| panic!("wait {}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("wait {}: {e}", self.name));
+        // Reaped: the id may name another process group from now on.
+        self.group = false;
+        status
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
+        // Before any wait: until the leader is reaped its id cannot name another group.
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.inner.id())])
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Ok(None) = self.inner.try_wait() {
             let _ = self.inner.kill();
             let _ = self.inner.wait();
