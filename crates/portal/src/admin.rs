@@ -1332,6 +1332,37 @@ struct AnnounceForm {
     action: String,
 }
 
+/// The figures of spec 5.5.6 (shown unless `SNIKKET_WEB_SHOW_METRICS` is off): the host's load
+/// and memory, and memory and average CPU use of the portal and the server.
+fn metrics(st: &AppState, info: &api::ServerInfo) -> serde_json::Value {
+    use snikket_runtime::procstat;
+    let portal = procstat::self_usage();
+    let portal_uptime = (web::now() - st.started_at()).max(1) as f64;
+    let host = procstat::host_memory();
+    let snikket_rss = portal
+        .map(|p| p.rss_bytes)
+        .zip(info.memory_bytes)
+        .map(|(a, b)| a.saturating_add(b));
+    json!({
+        "load": procstat::load_average_5m().map(|l| format!("{l:.2}")),
+        "memory_used": host.and_then(|(total, avail)| {
+            web::percent(total.saturating_sub(avail) as f64, total as f64)
+        }),
+        "memory_total": host.map(|(total, _)| web::bytes(total)),
+        "snikket_share": host.zip(snikket_rss).and_then(|((total, _), rss)| {
+            web::percent(rss as f64, total as f64)
+        }),
+        "portal_version": env!("CARGO_PKG_VERSION"),
+        "portal_cpu": portal.and_then(|p| web::percent(p.cpu_seconds, portal_uptime)),
+        "portal_memory": portal.map(|p| web::bytes(p.rss_bytes)),
+        "server_cpu": info
+            .cpu_seconds
+            .and_then(|c| web::percent(c, info.uptime_seconds.max(1) as f64)),
+        "server_memory": info.memory_bytes.map(web::bytes),
+        "uploads": info.upload_bytes.map(web::bytes),
+    })
+}
+
 /// The broadcast form (spec 5.5.6): a preview to the admin stays on the page, a post to
 /// everyone (or everyone online) redirects with a notice.
 async fn announce(
@@ -1382,8 +1413,39 @@ async fn system_page(
     message: Option<(&str, &str)>,
 ) -> Result<Response, Fail> {
     let info = st.backend().server_info(&s.token).await?;
+    let (certs, turn) = tokio::join!(st.backend().cert_status(), st.backend().turn_stats());
     let ctx = st.ctx(headers);
-    let data = json!({"info": {
+    let metrics = st.settings().show_metrics.then(|| metrics(st, &info));
+    let certs = certs
+        .map_err(|e| tracing::debug!(error = %e, "certificate manager status unavailable"))
+        .ok()
+        .map(|c| {
+            json!({
+                "names": c.names.join(", "),
+                "expires": (c.not_after > 0).then(|| web::date(c.not_after)),
+                "expires_in": (c.not_after > 0).then(|| web::relative(web::now(), c.not_after)),
+                "next_attempt": (c.next_attempt > 0).then(|| web::relative(web::now(), c.next_attempt)),
+                "last_error": c.last_error,
+                "self_signed": c.self_signed,
+                "acme": c.acme_enabled,
+                "issuer": c.issuer,
+            })
+        });
+    let turn = turn
+        .map_err(|e| tracing::debug!(error = %e, "TURN status unavailable"))
+        .ok()
+        .map(|t| {
+            json!({
+                "allocations": t.allocations,
+                "ports_in_use": t.ports_in_use,
+                "ports": u64::from(t.port_max.saturating_sub(t.port_min)) + 1,
+                "calls_supported": t.calls_supported,
+                "relayed": web::bytes(t.bytes_to_peers.saturating_add(t.bytes_from_peers)),
+                "capacity_exhausted": t.capacity_exhausted,
+                "auth_failures": t.auth_failures,
+            })
+        });
+    let data = json!({"metrics": metrics, "certs": certs, "turn": turn, "info": {
         "version": info.version,
         "site_name": info.site_name,
         "domain": info.domain,

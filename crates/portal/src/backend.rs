@@ -1,6 +1,8 @@
 //! The gRPC client to the server and the mapping of its error reasons to friendly text.
 
 use snikket_rpc::snikket::admin::v1 as api;
+use snikket_rpc::snikket::certs::v1 as certs_api;
+use snikket_rpc::snikket::turn::v1 as turn_api;
 use snikket_rpc::SecretHeader;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -12,11 +14,25 @@ pub const REASON_HEADER: &str = "x-snikket-reason";
 
 type Svc = InterceptedService<Channel, SecretHeader>;
 
-/// Clients to the server's admin API, sharing one lazy channel.
+/// Clients to the server's admin API, sharing one lazy channel, and to the status APIs of the
+/// certificate manager and the TURN server.
 #[derive(Clone, Debug)]
 pub struct Backend {
     channel: Channel,
     secret: SecretHeader,
+    certs: Option<Channel>,
+    turn: Option<Channel>,
+}
+
+/// How long the system page waits for the other services' status.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn lazy_channel(uri: &str) -> Result<Channel, ClientError> {
+    Ok(Endpoint::from_shared(uri.to_string())
+        .map_err(|_| ClientError::Endpoint(uri.to_string()))?
+        .connect_timeout(STATUS_TIMEOUT)
+        .timeout(STATUS_TIMEOUT)
+        .connect_lazy())
 }
 
 /// A failed call, as the pages need it.
@@ -94,6 +110,12 @@ impl From<tonic::Status> for BackendError {
     }
 }
 
+fn not_configured() -> BackendError {
+    BackendError::Unavailable {
+        detail: "not configured".into(),
+    }
+}
+
 /// Friendly English text for an API reason (spec 5.8).
 pub fn friendly(reason: &str) -> &'static str {
     match reason {
@@ -147,7 +169,41 @@ impl Backend {
         Ok(Backend {
             channel: endpoint.connect_lazy(),
             secret,
+            certs: None,
+            turn: None,
         })
+    }
+
+    /// Also asks the certificate manager at `certs_uri` and the TURN server at `turn_uri` for
+    /// their status (same secret).
+    pub fn with_status(mut self, certs_uri: &str, turn_uri: &str) -> Result<Self, ClientError> {
+        self.certs = Some(lazy_channel(certs_uri)?);
+        self.turn = Some(lazy_channel(turn_uri)?);
+        Ok(self)
+    }
+
+    /// `Certs.GetCertStatus` of the certificate manager.
+    pub async fn cert_status(&self) -> Result<certs_api::CertStatus, BackendError> {
+        let channel = self.certs.clone().ok_or_else(not_configured)?;
+        let mut client =
+            certs_api::certs_client::CertsClient::with_interceptor(channel, self.secret.clone());
+        Ok(client
+            .get_cert_status(certs_api::GetCertStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `TurnStatus.GetStats` of the TURN server.
+    pub async fn turn_stats(&self) -> Result<turn_api::GetStatsResponse, BackendError> {
+        let channel = self.turn.clone().ok_or_else(not_configured)?;
+        let mut client = turn_api::turn_status_client::TurnStatusClient::with_interceptor(
+            channel,
+            self.secret.clone(),
+        );
+        Ok(client
+            .get_stats(turn_api::GetStatsRequest {})
+            .await?
+            .into_inner())
     }
 
     fn auth(&self) -> api::auth_client::AuthClient<Svc> {

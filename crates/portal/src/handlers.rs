@@ -1314,7 +1314,7 @@ async fn export_data(
         }
         let disposition = format!(
             "attachment; filename=\"account-data.xml\"; filename*=UTF-8''account-data-{}.xml",
-            percent_encode_filename(&data.jid)
+            web::pct_encode(&data.jid)
         );
         let mut resp = (StatusCode::OK, data.xml).into_response();
         let h = resp.headers_mut();
@@ -1330,19 +1330,6 @@ async fn export_data(
     }
     .await;
     st.done(&headers, r)
-}
-
-/// RFC 5987 `attr-char` encoding for a `filename*` value.
-fn percent_encode_filename(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct Settings {
     pub abuse_email: Option<String>,
     /// `SNIKKET_SECURITY_EMAIL`, the first contact of `/.well-known/security.txt`.
     pub security_email: Option<String>,
+    /// `SNIKKET_WEB_SHOW_METRICS`: host, portal and server figures on the system page.
+    pub show_metrics: bool,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             privacy_uri: non_empty(&config.portal.privacy_uri),
             abuse_email: non_empty(&config.portal.abuse_email),
             security_email: non_empty(&config.portal.security_email),
+            show_metrics: config.portal.show_metrics,
         })
     }
 }
@@ -92,6 +95,8 @@ struct Inner {
     backend: Backend,
     templates: minijinja::Environment<'static>,
     throttle: throttle::Throttle,
+    /// Process start, Unix seconds (for the average CPU use on the system page).
+    started_at: i64,
 }
 
 impl AppState {
@@ -104,6 +109,7 @@ impl AppState {
                 backend,
                 templates: web::templates(),
                 throttle: throttle::Throttle::new(5, std::time::Duration::from_secs(300)),
+                started_at: web::now(),
             }),
         }
     }
@@ -119,11 +125,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let settings = Settings::from_config(&config)?;
     let secret = snikket_runtime::load_or_create_secret(&config.grpc_secret_path(), 0o600)
         .context("reading the internal gRPC secret")?;
-    let uri = match config.grpc_interface {
-        std::net::IpAddr::V4(ip) => format!("http://{ip}:{}", config.server.grpc_port),
-        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", config.server.grpc_port),
+    let local = |port: u16| match config.grpc_interface {
+        std::net::IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
     };
-    let backend = Backend::new(&uri, secret.expose())?;
+    let backend = Backend::new(&local(config.server.grpc_port), secret.expose())?.with_status(
+        &local(config.certs.grpc_port),
+        &local(config.turn.grpc_port),
+    )?;
     let addr = SocketAddr::new(config.portal.interface, config.portal.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

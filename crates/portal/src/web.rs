@@ -159,6 +159,11 @@ impl AppState {
         &self.inner.backend
     }
 
+    /// When this portal process started, Unix seconds.
+    pub(crate) fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+
     pub(crate) fn throttle(&self) -> &crate::throttle::Throttle {
         &self.inner.throttle
     }
@@ -444,6 +449,30 @@ pub(crate) fn last_active(now: i64, ts: Option<i64>) -> String {
     }
 }
 
+/// A byte count for people: "512 KiB", "13.4 MiB", "2.0 GiB".
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// `part` of `whole` as a percentage with one decimal ("12.5 %"); `None` when `whole` is 0.
+pub(crate) fn percent(part: f64, whole: f64) -> Option<String> {
+    (whole > 0.0).then(|| format!("{:.1} %", part / whole * 100.0))
+}
+
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub(crate) fn pct_encode(s: &str) -> String {
     s.bytes()
@@ -483,6 +512,16 @@ pub(crate) fn with_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_counts_and_percentages() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(14_000_000), "13 MiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(percent(1.0, 8.0).as_deref(), Some("12.5 %"));
+        assert_eq!(percent(1.0, 0.0), None);
+    }
 
     #[test]
     fn relative_times() {

@@ -713,6 +713,10 @@ impl api::system_server::System for Fake {
             active_7d: 2,
             active_30d: 3,
             connected_now: Some(5),
+            memory_bytes: Some(50 * 1024 * 1024),
+            // 1 % of the uptime above.
+            cpu_seconds: Some(1831.45),
+            upload_bytes: None,
         }))
     }
 
@@ -841,6 +845,73 @@ async fn start_fake(fake: Fake) -> String {
     format!("http://{addr}")
 }
 
+/// The certificate manager's and TURN server's status APIs, on one address.
+async fn start_status_fake() -> String {
+    use snikket_rpc::snikket::{certs::v1 as certs, turn::v1 as turn};
+    #[derive(Clone)]
+    struct Status;
+    #[tonic::async_trait]
+    impl certs::certs_server::Certs for Status {
+        async fn get_cert_status(
+            &self,
+            _: tonic::Request<certs::GetCertStatusRequest>,
+        ) -> Result<Response<certs::CertStatus>, tonic::Status> {
+            Ok(Response::new(certs::CertStatus {
+                names: vec![
+                    "example.org".into(),
+                    "groups.example.org".into(),
+                    "share.example.org".into(),
+                ],
+                not_after: 1_900_000_000,
+                next_attempt: 1_800_000_000,
+                last_error: "DNS problem: NXDOMAIN".into(),
+                self_signed: true,
+                acme_enabled: true,
+                last_success: 0,
+                issuer: "CN=Snikket bootstrap".into(),
+            }))
+        }
+        async fn renew(
+            &self,
+            _: tonic::Request<certs::RenewRequest>,
+        ) -> Result<Response<certs::RenewResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+    #[tonic::async_trait]
+    impl turn::turn_status_server::TurnStatus for Status {
+        async fn get_stats(
+            &self,
+            _: tonic::Request<turn::GetStatsRequest>,
+        ) -> Result<Response<turn::GetStatsResponse>, tonic::Status> {
+            Ok(Response::new(turn::GetStatsResponse {
+                allocations: 3,
+                bytes_to_peers: 1024,
+                bytes_from_peers: 512,
+                port_min: 50000,
+                port_max: 51000,
+                ports_in_use: 4,
+                calls_supported: 227,
+                ..Default::default()
+            }))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind status fake");
+    let addr = listener.local_addr().expect("addr");
+    let check = snikket_rpc::SecretCheck::new(SECRET);
+    let server = tonic::transport::Server::builder()
+        .add_service(certs::certs_server::CertsServer::with_interceptor(
+            Status,
+            check.clone(),
+        ))
+        .add_service(turn::turn_status_server::TurnStatusServer::with_interceptor(Status, check))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    format!("http://{addr}")
+}
+
 fn settings() -> Settings {
     Settings {
         site_name: "Test Chat".into(),
@@ -851,6 +922,7 @@ fn settings() -> Settings {
         privacy_uri: None,
         abuse_email: None,
         security_email: None,
+        show_metrics: true,
     }
 }
 
@@ -864,13 +936,22 @@ fn app_with_policies(uri: &str) -> axum::Router {
         security_email: Some("security@example.org".into()),
         ..settings()
     };
-    let backend = Backend::new(uri, SECRET).expect("backend");
-    snikket_portal::router(AppState::new(settings, backend))
+    app_with(settings, uri, None)
 }
 
 fn app(uri: &str) -> axum::Router {
-    let settings = settings();
-    let backend = Backend::new(uri, SECRET).expect("backend");
+    app_with(settings(), uri, None)
+}
+
+/// The portal for `settings`; `status` is the address of the certificate manager's and TURN
+/// server's status API (none: nothing answers there).
+fn app_with(settings: Settings, uri: &str, status: Option<&str>) -> axum::Router {
+    let dead = "http://127.0.0.1:9";
+    let status = status.unwrap_or(dead);
+    let backend = Backend::new(uri, SECRET)
+        .expect("backend")
+        .with_status(status, status)
+        .expect("status clients");
     snikket_portal::router(AppState::new(settings, backend))
 }
 
@@ -2200,11 +2281,43 @@ async fn admin_system_page() {
             "<tr><th>Active in the past 30 days</th><td>3</td></tr>",
             "<tr><th>Connected now</th><td>5</td></tr>",
             "Broadcast message",
+            // Metrics: the server's figures, the portal's and the host's own.
+            "<tr><th>Average CPU use</th><td>1.0 %</td></tr>",
+            "<tr><th>Current memory use</th><td>50 MiB</td></tr>",
+            "<tr><th>Storage used by shared files</th><td>unknown</td></tr>",
+            "System load (5 minute average)",
+            "Of that, Snikket uses",
+            // Nothing answers at the other services' status address.
+            "The certificate manager is not reachable",
+            "The TURN server is not reachable",
         ] {
             assert!(p.body.contains(text), "{text} missing: {}", p.body);
         }
     }
     assert_eq!(fake.take_calls(), ["get_server_info", "get_server_info"]);
+
+    // With the status APIs answering, and with metrics turned off.
+    let status = start_status_fake().await;
+    let quiet = Settings {
+        show_metrics: false,
+        ..settings()
+    };
+    let app2 = app_with(quiet, &start_fake(fake.clone()).await, Some(&status));
+    let (alice2, _) = login(&app2, "alice", "alice password").await;
+    let p = get(&app2, "/admin/system/", &alice2).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    for text in [
+        "<td>example.org, groups.example.org, share.example.org</td>",
+        "temporary self-signed certificate",
+        "Last attempt failed: DNS problem",
+        "<tr><th>Relay allocations now</th><td>3</td></tr>",
+        "4 of 1001 (enough for 227 simultaneous calls)",
+        "<tr><th>Relayed since start</th><td>1.5 KiB</td></tr>",
+    ] {
+        assert!(p.body.contains(text), "{text} missing: {}", p.body);
+    }
+    assert!(!p.body.contains("System load"), "metrics shown: {}", p.body);
+    fake.take_calls();
 
     // Broadcast: CSRF checked; a preview stays on the page, a post redirects with a notice.
     let page = get(&app, "/admin/system/", &alice).await;

@@ -85,7 +85,10 @@ mod tests {
         assert_eq!(cpu_ticks("4242 (short) S 1"), None);
         assert_eq!(parse_loadavg("0.52 0.61 0.70 2/345 6789\n"), Some(0.61));
         let meminfo = "MemTotal:       16303368 kB\nMemFree:         1033216 kB\nMemAvailable:    9867084 kB\n";
-        assert_eq!(parse_meminfo(meminfo), Some((16303368 * 1024, 9867084 * 1024)));
+        assert_eq!(
+            parse_meminfo(meminfo),
+            Some((16303368 * 1024, 9867084 * 1024))
+        );
         assert_eq!(parse_meminfo("MemTotal: 1 kB\n"), None);
     }
 

@@ -18,7 +18,12 @@ impl pb::system_server::System for AdminApi {
         let store = self.store();
         let active = |days| async move { store.active_account_count(days_ago(days)).await };
         let started_at = self.inner.started_at;
+        let usage = snikket_runtime::procstat::self_usage();
         Ok(Response::new(pb::ServerInfo {
+            memory_bytes: usage.map(|u| u.rss_bytes),
+            cpu_seconds: usage.map(|u| u.cpu_seconds),
+            // File sharing (XEP-0363) stores nothing yet.
+            upload_bytes: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
             site_name: self.config().site_name.clone(),
             domain: self.config().domain.unicode.clone(),
