@@ -64,7 +64,7 @@ pub(crate) fn routes() -> Router<AppState> {
 // Shared helpers
 
 /// The fixed notice for a `?done=` code; unknown codes show nothing.
-fn notice(uri: &Uri) -> Option<&'static str> {
+pub(crate) fn notice(uri: &Uri) -> Option<&'static str> {
     let code = uri
         .query()?
         .split('&')
@@ -84,6 +84,7 @@ fn notice(uri: &Uri) -> Option<&'static str> {
         "chat-added" => "New group chat added to circle.",
         "chat-removed" => "Chat removed from circle.",
         "announced" => "Announcement sent!",
+        "invitation-revoked" => "Invitation revoked",
         _ => return None,
     })
 }

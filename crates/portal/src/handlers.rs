@@ -165,6 +165,10 @@ struct LoginForm {
 }
 
 async fn login_form(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    // Already signed in (spec 5.3): straight to the dashboard.
+    if st.session(&headers).is_some() {
+        return Redirect::to("/user/").into_response();
+    }
     let ctx = st.ctx(&headers);
     st.render(&ctx, StatusCode::OK, "login.html", json!({"form_user": ""}))
 }
@@ -653,7 +657,7 @@ async fn invitations_page(
     s: &Session,
     form: InviteForm,
     status: StatusCode,
-    error: Option<&str>,
+    message: Option<(&str, &str)>,
 ) -> Result<Response, Fail> {
     let list = st.backend().list_invitations(&s.token).await?;
     let mut circles = st.backend().list_circles(&s.token).await?;
@@ -674,21 +678,25 @@ async fn invitations_page(
         .map(|c| json!({"id": c.id, "name": c.name, "selected": c.id == selected}))
         .collect();
     let ctx = st.ctx(headers);
+    let data = json!({
+        "invites": invites,
+        "lifetimes": LIFETIMES,
+        "circles": circle_options,
+        "form": {"kind": form.kind, "ttl": form.ttl, "role": form.role, "note": form.note},
+    });
     Ok(st.render(
         &ctx,
         status,
         "admin_invitations.html",
-        json!({
-            "invites": invites,
-            "lifetimes": LIFETIMES,
-            "circles": circle_options,
-            "form": {"kind": form.kind, "ttl": form.ttl, "role": form.role, "note": form.note},
-            "error": error,
-        }),
+        web::with_message(data, message),
     ))
 }
 
-async fn invitations(State(st): State<AppState>, headers: HeaderMap) -> Response {
+async fn invitations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let r = async {
         let s = require_admin(&st, &headers)?;
         invitations_page(
@@ -697,7 +705,7 @@ async fn invitations(State(st): State<AppState>, headers: HeaderMap) -> Response
             &s,
             default_invite_form(),
             StatusCode::OK,
-            None,
+            crate::admin::notice(&uri).map(|n| ("notice", n)),
         )
         .await
     }
@@ -733,7 +741,7 @@ async fn create_invitation(
                 &s,
                 form,
                 StatusCode::BAD_REQUEST,
-                Some("Please choose how long the invitation is valid."),
+                Some(("error", "Please choose how long the invitation is valid.")),
             )
             .await;
         };
@@ -744,7 +752,7 @@ async fn create_invitation(
                 &s,
                 form,
                 StatusCode::BAD_REQUEST,
-                Some("At least one circle must be selected."),
+                Some(("error", "At least one circle must be selected.")),
             )
             .await;
         }
@@ -773,7 +781,7 @@ async fn create_invitation(
                     &s,
                     form,
                     StatusCode::BAD_REQUEST,
-                    Some(crate::backend::friendly(&reason)),
+                    Some(("error", crate::backend::friendly(&reason))),
                 )
                 .await
             }
@@ -813,7 +821,7 @@ async fn invitation(
                         &s,
                         default_invite_form(),
                         StatusCode::NOT_FOUND,
-                        Some("No such invitation exists."),
+                        Some(("error", "No such invitation exists.")),
                     )
                     .await
                 }
@@ -850,7 +858,7 @@ async fn revoke_invitation(
         }
         st.backend().revoke_invitation(&s.token, &id).await?;
         tracing::info!(user = %s.username, invite = %id, "invitation revoked");
-        Ok(Redirect::to("/admin/invitations").into_response())
+        Ok(Redirect::to("/admin/invitations?done=invitation-revoked").into_response())
     }
     .await;
     st.done(&headers, r)

@@ -1123,6 +1123,10 @@ async fn login_dashboard_and_cookie_flags() {
     let d = get(&app, "/user/", &cookies).await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.body);
     assert!(d.body.contains("alice@example.org"));
+    // Signed in already: the login page sends you on.
+    let again = get(&app, "/login", &cookies).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(again.location(), "/user/");
     assert!(d.body.contains("/admin/"));
     assert_eq!(get(&app, "/", &cookies).await.location(), "/user/");
     assert_eq!(get(&app, "/", &[]).await.location(), "/login");
@@ -1400,7 +1404,12 @@ async fn admin_invitations() {
     )
     .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
-    assert_eq!(revoked.location(), "/admin/invitations");
+    assert_eq!(
+        revoked.location(),
+        "/admin/invitations?done=invitation-revoked"
+    );
+    let list = get(&app, revoked.location(), &alice).await;
+    assert!(list.body.contains("Invitation revoked"), "{}", list.body);
     assert_eq!(
         fake.revoked
             .lock()
