@@ -120,7 +120,9 @@ async fn register(b: &mut Browser, token: &str, user: &str, password: &str) {
     assert!(ok.body.contains(&format!("{user}@{DOMAIN}")), "{}", ok.body);
 }
 
+/// Logs in from scratch (a signed-in visitor of `/login` is sent to the dashboard).
 async fn login(b: &mut Browser, user: &str, password: &str) {
+    b.cookies.clear();
     let form = b.get("/login").await;
     let c = csrf(&form.body);
     let r = b
