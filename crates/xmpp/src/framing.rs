@@ -156,6 +156,11 @@ impl std::fmt::Debug for StreamParser {
     }
 }
 
+/// Longest name or attribute value accepted, in bytes. rxml reserves this much (twice) for every
+/// parser, that is for every connection, so it stays small; text is not limited by it (rxml hands
+/// long text over in pieces), only by the stanza size.
+const MAX_TOKEN_BYTES: usize = 8192;
+
 impl StreamParser {
     /// A parser for a client stream (content namespace `jabber:client`).
     pub fn new(limits: Limits) -> StreamParser {
@@ -165,7 +170,7 @@ impl StreamParser {
     /// A parser whose stanzas must be in `content_ns` (e.g. [`NS_SERVER`] for s2s).
     pub fn with_content_namespace(limits: Limits, content_ns: &'static str) -> StreamParser {
         let options = rxml::parser::Options {
-            max_token_length: limits.max_stanza_bytes.max(1),
+            max_token_length: limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES),
             ..Default::default()
         };
         StreamParser {

@@ -23,6 +23,10 @@ pub enum ConnError {
     Timeout,
 }
 
+/// Bytes read from the socket at a time. Every idle session keeps this buffer, so it is small:
+/// a larger stanza just takes a few more reads (TLS has already buffered the whole record).
+const READ_BUFFER: usize = 2048;
+
 /// A connection with an XMPP stream parser on top.
 pub struct Conn<S> {
     io: S,
@@ -38,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             io,
             parser: StreamParser::new(limits),
             limits,
-            buf: vec![0u8; 16 * 1024],
+            buf: vec![0u8; READ_BUFFER],
         }
     }
 

@@ -239,6 +239,28 @@ fn stanza_size_limit() {
 }
 
 #[test]
+fn long_text_is_whole_but_names_and_attribute_values_are_bounded() {
+    // Text far longer than the token limit (an avatar's base64) arrives in one piece.
+    let text = "A".repeat(100_000);
+    let stanza = format!("<iq type='set' id='a'><data xmlns='urn:x'>{text}</data></iq>");
+    let (events, err) = run(Limits::default(), with_header(&stanza).as_bytes());
+    assert_eq!(err, None);
+    let Event::Stanza { element, .. } = &events[1] else {
+        panic!("{events:?}")
+    };
+    let data = element.children().next().expect("payload");
+    assert_eq!(data.text().len(), 100_000);
+    // An attribute value over the token limit is refused, not buffered.
+    let long = format!("<iq type='set' id='{}'/>", "b".repeat(MAX_TOKEN_BYTES + 1));
+    let (_, err) = run(Limits::default(), with_header(&long).as_bytes());
+    assert!(
+        err.is_some(),
+        "accepted a {} byte attribute",
+        MAX_TOKEN_BYTES + 1
+    );
+}
+
+#[test]
 fn unfinished_start_tag_is_bounded() {
     // A tag that never closes is refused once it passes the limit, not buffered forever.
     let mut p = StreamParser::new(small());
