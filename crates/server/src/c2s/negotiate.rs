@@ -62,13 +62,15 @@ pub async fn handle(
 ) {
     let span = tracing::debug_span!("c2s", %peer, direct_tls);
     async move {
+        // Boxed: the negotiation's state (TLS handshake, SASL, registration) is freed once the
+        // session runs, instead of sizing every idle session's task.
         let negotiated = tokio::time::timeout(
             PRE_AUTH_DEADLINE,
-            negotiate(socket, peer, direct_tls, &state),
+            Box::pin(negotiate(socket, peer, direct_tls, &state)),
         )
         .await;
         match negotiated {
-            Ok(Some(bound)) => session::run(bound, state, shutdown).await,
+            Ok(Some(bound)) => session::run(Box::new(bound), state, shutdown).await,
             Ok(None) => {}
             Err(_) => tracing::debug!("negotiation deadline passed"),
         }

@@ -40,15 +40,17 @@ enum Step {
     End(Option<(&'static str, Option<&'static str>)>),
 }
 
-async fn resumed(rx: &mut Option<oneshot::Receiver<Resumption>>) -> Option<Resumption> {
+/// The next resumption of this session (boxed: it carries a whole connection, and the session
+/// future would otherwise keep room for it at every await).
+async fn resumed(rx: &mut Option<oneshot::Receiver<Resumption>>) -> Option<Box<Resumption>> {
     match rx {
-        Some(r) => r.await.ok(),
+        Some(r) => r.await.ok().map(Box::new),
         None => std::future::pending().await,
     }
 }
 
 /// Runs the session until it ends, then broadcasts unavailable presence and unregisters it.
-pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationToken) {
     let Bound {
         conn,
         username,
@@ -56,12 +58,12 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
         mut rx,
         session_id,
         sm: inline_sm,
-    } = bound;
+    } = *bound;
     let me = Sender::new(&username, &resource, &state.config.domain.ascii);
     tracing::debug!(jid = %me.full, "session started");
     state.blocklists.forget(&username);
-    routing::sync_circles(&state, &username).await;
-    crate::push::session_bound(&state, &username, &resource).await;
+    Box::pin(routing::sync_circles(&state, &username)).await;
+    Box::pin(crate::push::session_bound(&state, &username, &resource)).await;
     let mut conn: Option<Conn<Tls>> = Some(conn);
     // Stream management enabled inline (Bind 2) starts with the session.
     let mut sm: Option<Sm> = inline_sm.map(|e| Sm {
@@ -85,7 +87,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                         if let (Some(r), Some(s)) = (r, sm.as_mut()) {
                             // The client resumed on a new connection while this one looked alive.
                             c.close().await;
-                            match take_over(r, s, &mut csi, &state, &username).await {
+                            match Box::pin(take_over(r, s, &mut csi, &state, &username)).await {
                                 Some(newc) => { *c = newc; }
                                 None => { conn = None; }
                             }
@@ -95,12 +97,12 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                     out = rx.recv() => match out {
                         Some(Outbound::Stanza(el)) => {
                             let now = csi.push(el);
-                            write_all(c, &mut sm, &mut csi, now).await
+                            Box::pin(write_all(c, &mut sm, &mut csi, now)).await
                         }
                         Some(Outbound::Close(condition, text)) => Step::End(Some((condition, text))),
                         None => Step::End(None),
                     },
-                    ev = c.next_within(IDLE_LIMIT) => read(c, ev, &state, &me, &mut sm, &mut csi).await,
+                    ev = c.next_within(IDLE_LIMIT) => Box::pin(read(c, ev, &state, &me, &mut sm, &mut csi)).await,
                 }
             }
             None => {
@@ -109,7 +111,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                     _ = shutdown.cancelled() => Step::End(None),
                     r = resumed(&mut s.resume_rx) => match r {
                         Some(r) => {
-                            conn = take_over(r, s, &mut csi, &state, &username).await;
+                            conn = Box::pin(take_over(r, s, &mut csi, &state, &username)).await;
                             state.router.set_connected(&username, &resource, conn.is_some());
                             Step::Continue
                         }
@@ -118,7 +120,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                     out = rx.recv() => match out {
                         Some(Outbound::Stanza(el)) => {
                             // The device is asleep: wake it if it asked for push.
-                            crate::push::hibernated(&state, &username, &resource, &el).await;
+                            Box::pin(crate::push::hibernated(&state, &username, &resource, &el)).await;
                             s.counters.sent(el);
                             Step::Continue
                         }
@@ -157,7 +159,7 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
                         .iter()
                         .find(|m| crate::push::important(m))
                     {
-                        crate::push::hibernated(&state, &username, &resource, m).await;
+                        Box::pin(crate::push::hibernated(&state, &username, &resource, m)).await;
                     }
                     continue;
                 }
@@ -183,16 +185,16 @@ pub async fn run(bound: Bound, state: Arc<State>, shutdown: CancellationToken) {
     }
     // Then what CSI held back and never sent.
     unsent.extend(csi.reset());
-    save_unacked(&state, &username, unsent).await;
+    Box::pin(save_unacked(&state, &username, unsent)).await;
     // Stanzas queued for this session but never written.
     rx.close();
     let mut left = Vec::new();
     while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
         left.push(el);
     }
-    save_unacked(&state, &username, left.into()).await;
+    Box::pin(save_unacked(&state, &username, left.into())).await;
     state.push.session_ended(&username, &resource);
-    routing::session_ended(&state, &me, session_id).await;
+    Box::pin(routing::session_ended(&state, &me, session_id)).await;
     tracing::debug!(jid = %me.full, "session ended");
 }
 
@@ -214,7 +216,7 @@ async fn save_unacked(state: &State, username: &str, stanzas: std::collections::
 }
 
 async fn take_over(
-    r: Resumption,
+    r: Box<Resumption>,
     s: &mut Sm,
     csi: &mut CsiBuffer,
     state: &State,
@@ -224,7 +226,7 @@ async fn take_over(
         mut conn,
         h,
         success,
-    } = r;
+    } = *r;
     // Held stanzas are resent after the unacknowledged ones; a resumed stream starts active
     // (XEP-0352 §5.2).
     for el in csi.reset() {
@@ -355,7 +357,9 @@ async fn read(
             }
             // The server stamps `from`: a client can never speak for someone else.
             xml::set_attr(&mut element, "from", &me.full);
-            let replies = routing::from_client(state, me, element).await;
+            // Boxed, like the other calls into routing: their futures exist only while a stanza
+            // is handled, so an idle session's task stays small.
+            let replies = Box::pin(routing::from_client(state, me, element)).await;
             write_all(c, sm, csi, replies).await
         }
         Ok(Event::StreamClose) => {
