@@ -16,8 +16,9 @@ pub const SESSION_QUEUE: usize = 512;
 /// What the router sends a session task.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A stanza to write to the client.
-    Stanza(Element),
+    /// A stanza to write to the client (boxed: the channel preallocates slots, one idle session
+    /// holds a block of them).
+    Stanza(Box<Element>),
     /// Close the stream with this condition (e.g. `conflict` when the resource is taken over).
     Close(&'static str, Option<&'static str>),
 }
@@ -140,7 +141,7 @@ impl Router {
         let map = self.lock();
         map.get(username)
             .and_then(|l| l.iter().find(|e| e.resource == resource))
-            .is_some_and(|e| e.tx.try_send(Outbound::Stanza(stanza)).is_ok())
+            .is_some_and(|e| e.tx.try_send(Outbound::Stanza(Box::new(stanza))).is_ok())
     }
 
     /// Sends to every available session with non-negative priority (message to a bare JID).
@@ -152,7 +153,10 @@ impl Router {
         };
         list.iter()
             .filter(|e| e.presence.is_some() && e.priority >= 0)
-            .filter(|e| e.tx.try_send(Outbound::Stanza(stanza.clone())).is_ok())
+            .filter(|e| {
+                e.tx.try_send(Outbound::Stanza(Box::new(stanza.clone())))
+                    .is_ok()
+            })
             .count()
     }
 
@@ -165,7 +169,10 @@ impl Router {
         };
         list.iter()
             .filter(|e| e.presence.is_some() && Some(e.resource.as_str()) != except)
-            .filter(|e| e.tx.try_send(Outbound::Stanza(stanza.clone())).is_ok())
+            .filter(|e| {
+                e.tx.try_send(Outbound::Stanza(Box::new(stanza.clone())))
+                    .is_ok()
+            })
             .count()
     }
 
@@ -174,7 +181,7 @@ impl Router {
         let map = self.lock();
         if let Some(list) = map.get(username) {
             for e in list {
-                let _ = e.tx.try_send(Outbound::Stanza(stanza.clone()));
+                let _ = e.tx.try_send(Outbound::Stanza(Box::new(stanza.clone())));
             }
         }
     }
@@ -243,7 +250,7 @@ impl Router {
         let map = self.lock();
         if let Some(list) = map.get(username) {
             for e in list.iter().filter(|e| keep(e)) {
-                let _ = e.tx.try_send(Outbound::Stanza(make(&e.resource)));
+                let _ = e.tx.try_send(Outbound::Stanza(Box::new(make(&e.resource))));
             }
         }
     }

@@ -96,7 +96,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
                     }
                     out = rx.recv() => match out {
                         Some(Outbound::Stanza(el)) => {
-                            let now = csi.push(el);
+                            let now = csi.push(*el);
                             Box::pin(write_all(c, &mut sm, &mut csi, now)).await
                         }
                         Some(Outbound::Close(condition, text)) => Step::End(Some((condition, text))),
@@ -121,7 +121,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
                         Some(Outbound::Stanza(el)) => {
                             // The device is asleep: wake it if it asked for push.
                             Box::pin(crate::push::hibernated(&state, &username, &resource, &el)).await;
-                            s.counters.sent(el);
+                            s.counters.sent(*el);
                             Step::Continue
                         }
                         Some(Outbound::Close(_, _)) | None => Step::End(None),
@@ -190,7 +190,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
     rx.close();
     let mut left = Vec::new();
     while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
-        left.push(el);
+        left.push(*el);
     }
     Box::pin(save_unacked(&state, &username, left.into())).await;
     state.push.session_ended(&username, &resource);
