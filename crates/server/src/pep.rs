@@ -6,7 +6,7 @@
 //! bundles, avatars (XEP-0084), nicknames (XEP-0172), vCard4 (XEP-0292) and bookmarks (XEP-0402).
 
 use crate::routing::{target, Sender, Target};
-use crate::state::State;
+use crate::state::{lock, State};
 use crate::xml::{self, el, NS_CLIENT};
 use minidom::Element;
 use snikket_store::{PepItem, PepNode};
@@ -80,10 +80,6 @@ pub struct Pep {
     /// Caps queries in flight: IQ id → (full JID, hash algorithm, ver).
     pending: Mutex<HashMap<String, (String, String, String)>>,
     next_id: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pep {

@@ -13,7 +13,7 @@
 //! answering with errors ([`MAX_ERRORS`] in a row, not counting `wait`) loses the registration.
 
 use crate::routing::{self, Sender, Target};
-use crate::state::State;
+use crate::state::{lock, State};
 use crate::xml::{self, el, text_el, NS_CLIENT};
 use minidom::Element;
 use snikket_store::PushRegistration;
@@ -68,10 +68,6 @@ pub struct Push {
     errors: Mutex<HashMap<Key, u32>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Push {
     /// Whether the session `username/resource` enabled push (it may then hibernate longer).
     pub fn enabled(&self, username: &str, resource: &str) -> bool {
@@ -95,9 +91,8 @@ impl Push {
 
     /// Drops sessions' links to registrations that no longer exist.
     fn unlink(&self, username: &str, service: &str, node: Option<&str>) {
-        lock(&self.sessions).retain(|(u, _), r| {
-            !(u == username && r.service == service && node.is_none_or(|n| n == r.node))
-        });
+        lock(&self.sessions)
+            .retain(|(u, _), r| !selects(u, &r.service, &r.node, username, service, node));
     }
 
     /// The number of consecutive errors of a registration.
@@ -180,9 +175,21 @@ pub async fn iq(state: &State, me: &Sender, iq: &Element) -> Option<Element> {
 }
 
 fn clear_errors(state: &State, username: &str, service: &str, node: Option<&str>) {
-    lock(&state.push.errors).retain(|k, _| {
-        !(k.username == username && k.service == service && node.is_none_or(|n| n == k.node))
-    });
+    lock(&state.push.errors)
+        .retain(|k, _| !selects(&k.username, &k.service, &k.node, username, service, node));
+}
+
+/// Whether the registration (user, service, node) is one that a `<disable/>` of `service`
+/// (and `node`, when given) by `username` addresses.
+fn selects(
+    user: &str,
+    reg_service: &str,
+    reg_node: &str,
+    username: &str,
+    service: &str,
+    node: Option<&str>,
+) -> bool {
+    user == username && reg_service == service && node.is_none_or(|n| n == reg_node)
 }
 
 /// The client's publish-options form (XEP-0357 §5: a submitted data form), serialized.

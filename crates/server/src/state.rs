@@ -48,6 +48,12 @@ pub struct State {
     pub blocklists: crate::blocking::Blocklists,
 }
 
+/// Locks a mutex, carrying on if a panicking holder poisoned it (the data stays consistent:
+/// every critical section only inserts, removes or replaces whole entries).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Slows down repeated authentication failures per IP address (exponential, capped), without
 /// ever locking an account: the real user on another address is unaffected.
 #[derive(Default)]
