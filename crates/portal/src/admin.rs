@@ -7,6 +7,7 @@
 
 use crate::backend::friendly;
 use crate::handlers::{require_admin, valid_id, CsrfOnly};
+use crate::i18n::{n_, Tr};
 use crate::session::Session;
 use crate::web::{self, now, pct_encode, Fail};
 use crate::AppState;
@@ -70,21 +71,21 @@ pub(crate) fn notice(uri: &Uri) -> Option<&'static str> {
         .split('&')
         .find_map(|pair| pair.strip_prefix("done="))?;
     Some(match code {
-        "updated" => "User information updated.",
-        "locked" => "User account locked.",
-        "unlocked" => "User account unlocked.",
-        "restored" => "User account restored.",
-        "deleted-user" => "User deleted.",
-        "reset-revoked" => "Password reset link deleted.",
-        "created" => "Circle created.",
-        "renamed" => "Circle data updated.",
-        "deleted-circle" => "Circle deleted.",
-        "member-added" => "User added to circle.",
-        "member-removed" => "User removed from circle.",
-        "chat-added" => "New group chat added to circle.",
-        "chat-removed" => "Chat removed from circle.",
-        "announced" => "Announcement sent!",
-        "invitation-revoked" => "Invitation revoked",
+        "updated" => n_("User information updated."),
+        "locked" => n_("User account locked."),
+        "unlocked" => n_("User account unlocked."),
+        "restored" => n_("User account restored."),
+        "deleted-user" => n_("User deleted."),
+        "reset-revoked" => n_("Password reset link deleted."),
+        "created" => n_("Circle created."),
+        "renamed" => n_("Circle data updated."),
+        "deleted-circle" => n_("Circle deleted."),
+        "member-added" => n_("User added to circle."),
+        "member-removed" => n_("User removed from circle."),
+        "chat-added" => n_("New group chat added to circle."),
+        "chat-removed" => n_("Chat removed from circle."),
+        "announced" => n_("Announcement sent!"),
+        "invitation-revoked" => n_("Invitation revoked"),
         _ => return None,
     })
 }
@@ -112,9 +113,9 @@ fn role_key(role: i32) -> &'static str {
 
 fn role_label(role: i32) -> &'static str {
     match api::Role::try_from(role) {
-        Ok(api::Role::Admin) => "Administrator",
-        Ok(api::Role::Limited) => "Limited",
-        _ => "Normal user",
+        Ok(api::Role::Admin) => n_("Administrator"),
+        Ok(api::Role::Limited) => n_("Limited"),
+        _ => n_("Normal user"),
     }
 }
 
@@ -126,7 +127,7 @@ fn state_key(state: i32) -> &'static str {
     }
 }
 
-fn user_view(u: &api::User, now: i64) -> Value {
+fn user_view(tr: &Tr, u: &api::User, now: i64) -> Value {
     let state = state_key(u.state);
     json!({
         "username": u.username,
@@ -138,21 +139,21 @@ fn user_view(u: &api::User, now: i64) -> Value {
         "role_label": role_label(u.role),
         "state": state,
         "state_label": match state {
-            "locked" => "Locked",
-            "deleted" => "Deleted",
-            _ => "Active",
+            "locked" => n_("Locked"),
+            "deleted" => n_("Deleted"),
+            _ => n_("Active"),
         },
-        "last_active": web::last_active(now, u.last_active_at),
+        "last_active": web::last_active(tr, now, u.last_active_at),
         "created": web::date(u.created_at),
         "deletion_requested": u.deletion_requested_at.map(web::date),
-        "pending_until": u.pending_until.map(|t| web::relative(now, t)),
+        "pending_until": u.pending_until.map(|t| web::relative(tr, now, t)),
     })
 }
 
-fn circle_name(c: &api::Circle) -> String {
+fn circle_name(tr: &Tr, c: &api::Circle) -> String {
     // Upstream shows a default circle literally named "default" as "Main".
     if c.is_default && c.name == "default" {
-        "Main".into()
+        tr.gettext("Main").to_string()
     } else {
         c.name.clone()
     }
@@ -169,8 +170,8 @@ async fn users_page(
 ) -> Result<Response, Fail> {
     let list = st.backend().list_users(&s.token).await?;
     let now = now();
-    let users: Vec<_> = list.iter().map(|u| user_view(u, now)).collect();
     let ctx = st.ctx(headers);
+    let users: Vec<_> = list.iter().map(|u| user_view(&ctx.tr, u, now)).collect();
     Ok(st.render(
         &ctx,
         status,
@@ -200,10 +201,11 @@ async fn user_page(
         Err(e) => return Err(e),
     };
     let circles = st.backend().list_circles(&s.token).await?;
+    let tr = st.tr(headers);
     let member_of: Vec<_> = circles
         .iter()
         .filter(|c| u.circles.contains(&c.id))
-        .map(|c| json!({"id": c.id, "name": circle_name(c)}))
+        .map(|c| json!({"id": c.id, "name": circle_name(&tr, c)}))
         .collect();
     let ctx = st.ctx(headers);
     Ok(st.render(
@@ -211,7 +213,7 @@ async fn user_page(
         status,
         "admin_user.html",
         json!({
-            "u": user_view(&u, now()),
+            "u": user_view(&ctx.tr, &u, now()),
             "circles": member_of,
             "notice": notice,
             "error": error,
@@ -347,7 +349,7 @@ async fn update_user(
                     &localpart,
                     StatusCode::BAD_REQUEST,
                     None,
-                    Some("Please choose a role."),
+                    Some(n_("Please choose a role.")),
                 )
                 .await
             }
@@ -474,7 +476,7 @@ async fn delete_user_page(
         &ctx,
         status,
         "admin_user_delete.html",
-        json!({"u": user_view(&u, now()), "error": error}),
+        json!({"u": user_view(&ctx.tr, &u, now()), "error": error}),
     ))
 }
 
@@ -576,7 +578,7 @@ async fn reset_link(
                 &s,
                 StatusCode::NOT_FOUND,
                 None,
-                Some("Password reset link not found."),
+                Some(n_("Password reset link not found.")),
             )
             .await;
         };
@@ -593,7 +595,7 @@ async fn reset_link(
                     "link": inv.landing_url,
                     "expires": web::date(inv.expires_at),
                     "expires_iso": web::iso(inv.expires_at),
-                    "expires_rel": web::relative(now(), inv.expires_at),
+                    "expires_rel": web::relative(&ctx.tr, now(), inv.expires_at),
                 },
                 "qr_svg": web::qr_svg(&inv.landing_url),
             }),
@@ -619,7 +621,7 @@ async fn revoke_reset_link(
                 &s,
                 StatusCode::NOT_FOUND,
                 None,
-                Some("Password reset link not found."),
+                Some(n_("Password reset link not found.")),
             )
             .await;
         };
@@ -757,12 +759,13 @@ async fn circles_page(
 ) -> Result<Response, Fail> {
     let mut list = st.backend().list_circles(&s.token).await?;
     list.sort_by_key(|c| c.name.to_lowercase());
+    let tr = st.tr(headers);
     let circles: Vec<_> = list
         .iter()
         .map(|c| {
             json!({
                 "id": c.id,
-                "name": circle_name(c),
+                "name": circle_name(&tr, c),
                 "is_default": c.is_default,
                 "members": c.members.len(),
                 "chats": c.chats.len(),
@@ -837,7 +840,7 @@ async fn circle_page(
         json!({
             "circle": {
                 "id": c.id,
-                "name": circle_name(&c),
+                "name": circle_name(&ctx.tr, &c),
                 "raw_name": c.name,
                 "is_default": c.is_default,
                 "created": web::date(c.created_at),
@@ -1051,7 +1054,7 @@ async fn delete_circle_page(
         json!({
             "circle": {
                 "id": c.id,
-                "name": circle_name(&c),
+                "name": circle_name(&ctx.tr, &c),
                 "is_default": c.is_default,
                 "members": c.members.len(),
                 "chats": c.chats.len(),
@@ -1138,7 +1141,7 @@ async fn member_action(
                 &id,
                 StatusCode::BAD_REQUEST,
                 None,
-                Some("Please choose a user."),
+                Some(n_("Please choose a user.")),
             )
             .await;
         }
@@ -1198,7 +1201,7 @@ async fn add_chat_page(
         status,
         "admin_circle_add_chat.html",
         json!({
-            "circle": {"id": c.id, "name": circle_name(&c)},
+            "circle": {"id": c.id, "name": circle_name(&ctx.tr, &c)},
             "form_name": form_name,
             "error": error,
         }),
@@ -1382,7 +1385,7 @@ async fn announce(
         };
         match st.backend().announce(&s.token, &form.text, to).await {
             Ok(_) if preview => {
-                let sent = Some(("notice", "Announcement sent!"));
+                let sent = Some(("notice", n_("Announcement sent!")));
                 system_page(&st, &headers, &s, StatusCode::OK, sent).await
             }
             Ok(_) => Ok(done("/admin/system/", "announced")),
@@ -1424,8 +1427,8 @@ async fn system_page(
             json!({
                 "names": c.names.join(", "),
                 "expires": (c.not_after > 0).then(|| web::date(c.not_after)),
-                "expires_in": (c.not_after > 0).then(|| web::relative(web::now(), c.not_after)),
-                "next_attempt": (c.next_attempt > 0).then(|| web::relative(web::now(), c.next_attempt)),
+                "expires_in": (c.not_after > 0).then(|| web::relative(&ctx.tr, web::now(), c.not_after)),
+                "next_attempt": (c.next_attempt > 0).then(|| web::relative(&ctx.tr, web::now(), c.next_attempt)),
                 "last_error": c.last_error,
                 "self_signed": c.self_signed,
                 "acme": c.acme_enabled,
@@ -1452,7 +1455,7 @@ async fn system_page(
         "domain": info.domain,
         "started": web::date(info.started_at),
         "started_iso": web::iso(info.started_at),
-        "uptime": web::duration(info.uptime_seconds),
+        "uptime": web::duration(&ctx.tr, info.uptime_seconds),
         "users_total": info.users_total,
         "active_1d": info.active_1d,
         "active_7d": info.active_7d,

@@ -1,5 +1,6 @@
 //! The gRPC client to the server and the mapping of its error reasons to friendly text.
 
+use crate::i18n::n_;
 use snikket_rpc::snikket::admin::v1 as api;
 use snikket_rpc::snikket::certs::v1 as certs_api;
 use snikket_rpc::snikket::turn::v1 as turn_api;
@@ -119,34 +120,34 @@ fn not_configured() -> BackendError {
 /// Friendly English text for an API reason (spec 5.8).
 pub fn friendly(reason: &str) -> &'static str {
     match reason {
-        "invalid-credentials" => "The username or password is not correct.",
-        "session-invalid" => "Your session has ended. Please log in again.",
-        "account-disabled" => "This account is locked. Please contact the administrator.",
-        "permission-denied" => "You are not allowed to do this.",
-        "user-not-found" => "There is no such user.",
-        "group-not-found" => "There is no such circle.",
-        "chat-not-found" => "There is no such group chat.",
+        "invalid-credentials" => n_("The username or password is not correct."),
+        "session-invalid" => n_("Your session has ended. Please log in again."),
+        "account-disabled" => n_("This account is locked. Please contact the administrator."),
+        "permission-denied" => n_("You are not allowed to do this."),
+        "user-not-found" => n_("There is no such user."),
+        "group-not-found" => n_("There is no such circle."),
+        "chat-not-found" => n_("There is no such group chat."),
         "invite-not-found" | "not-found" => {
-            "This invitation does not exist, has expired or was already used."
+            n_("This invitation does not exist, has expired or was already used.")
         }
-        "cannot-remove-only-admin" => "This would leave the service without an administrator.",
-        "default-circle-protected" => "The default circle cannot be renamed or deleted.",
-        "group-name-required" => "Please enter a name.",
-        "wrong-password" => "The current password is not correct.",
+        "cannot-remove-only-admin" => n_("This would leave the service without an administrator."),
+        "default-circle-protected" => n_("The default circle cannot be renamed or deleted."),
+        "group-name-required" => n_("Please enter a name."),
+        "wrong-password" => n_("The current password is not correct."),
         "avatar-too-big" => {
-            "The chosen avatar is too big. To be able to upload larger avatars, please use the app."
+            n_("The chosen avatar is too big. To be able to upload larger avatars, please use the app.")
         }
-        "weak-password" => "The new password must be at least 10 characters long.",
-        "username-taken" => "That username is already taken.",
-        "password-contains-username" => "The password must not contain the username.",
-        "invalid-username" => "The username is not valid.",
-        "invalid-argument" => "Some of the values entered are not valid.",
-        "throttled" => "Too many attempts. Please wait a few minutes and try again.",
+        "weak-password" => n_("The new password must be at least 10 characters long."),
+        "username-taken" => n_("That username is already taken."),
+        "password-contains-username" => n_("The password must not contain the username."),
+        "invalid-username" => n_("The username is not valid."),
+        "invalid-argument" => n_("Some of the values entered are not valid."),
+        "throttled" => n_("Too many attempts. Please wait a few minutes and try again."),
         "not-xep227" => {
-            "The account data you tried to import is not in XEP-0227 format. Please upload the file your previous service exported."
+            n_("The account data you tried to import is not in XEP-0227 format. Please upload the file your previous service exported.")
         }
-        "unavailable" => "The service is temporarily unavailable. Please try again shortly.",
-        _ => "Something went wrong. Please try again.",
+        "unavailable" => n_("The service is temporarily unavailable. Please try again shortly."),
+        _ => n_("Something went wrong. Please try again."),
     }
 }
 

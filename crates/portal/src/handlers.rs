@@ -1,5 +1,6 @@
 //! Routes and their handlers (spec 5.3): public, user and admin pages.
 
+use crate::i18n::n_;
 use crate::session::{self, Session, SESSION_COOKIE};
 use crate::web::{self, now, Fail};
 use crate::AppState;
@@ -15,11 +16,11 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Lifetimes offered for new invitations (spec 5.5.4), default one week.
 const LIFETIMES: [(&str, &str); 5] = [
-    ("3600", "One hour"),
-    ("43200", "Twelve hours"),
-    ("86400", "One day"),
-    ("604800", "One week"),
-    ("2419200", "Four weeks"),
+    ("3600", n_("One hour")),
+    ("43200", n_("Twelve hours")),
+    ("86400", n_("One day")),
+    ("604800", n_("One week")),
+    ("2419200", n_("Four weeks")),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -335,7 +336,7 @@ async fn passwd(
             return Ok(page(
                 StatusCode::BAD_REQUEST,
                 "error",
-                "The new passwords do not match.",
+                n_("The new passwords do not match."),
             ));
         }
         if form.new_password.chars().count() < 10 {
@@ -354,7 +355,7 @@ async fn passwd(
             Ok(()) => Ok(page(
                 StatusCode::OK,
                 "notice",
-                "Your password has been changed.",
+                n_("Your password has been changed."),
             )),
             Err(Fail::Refused(reason)) => Ok(page(
                 StatusCode::BAD_REQUEST,
@@ -380,9 +381,9 @@ struct ProfileForm {
 
 /// Visibility choices of the profile page (spec 5.4.4).
 const ACCESS_MODELS: [(&str, &str); 3] = [
-    ("whitelist", "Nobody"),
-    ("presence", "Friends only"),
-    ("open", "Everyone"),
+    ("whitelist", n_("Nobody")),
+    ("presence", n_("Friends only")),
+    ("open", n_("Everyone")),
 ];
 
 /// Profile (spec 5.4.4): display name (the PEP nickname), avatar and who may see them.
@@ -392,7 +393,7 @@ async fn profile_form(State(st): State<AppState>, headers: HeaderMap, uri: http:
         let updated = uri
             .query()
             .is_some_and(|q| q.split('&').any(|pair| pair == "done=updated"));
-        let notice = updated.then_some(("notice", "Profile updated"));
+        let notice = updated.then_some(("notice", n_("Profile updated")));
         profile_page(&st, &headers, &s.token, StatusCode::OK, notice).await
     }
     .await;
@@ -597,14 +598,19 @@ async fn admin_home(State(st): State<AppState>, headers: HeaderMap) -> Response 
 
 fn kind_label(i: &api::Invitation) -> &'static str {
     match api::InvitationKind::try_from(i.kind) {
-        Ok(api::InvitationKind::Contact) => "Contact",
-        Ok(api::InvitationKind::PasswordReset) => "Password reset",
-        _ if i.reusable => "Group",
-        _ => "Individual",
+        Ok(api::InvitationKind::Contact) => n_("Contact"),
+        Ok(api::InvitationKind::PasswordReset) => n_("Password reset"),
+        _ if i.reusable => n_("Group"),
+        _ => n_("Individual"),
     }
 }
 
-fn invite_view(i: &api::Invitation, now: i64, circles: &[api::Circle]) -> serde_json::Value {
+fn invite_view(
+    tr: &crate::i18n::Tr,
+    i: &api::Invitation,
+    now: i64,
+    circles: &[api::Circle],
+) -> serde_json::Value {
     let names: Vec<String> = i
         .circles
         .iter()
@@ -612,14 +618,14 @@ fn invite_view(i: &api::Invitation, now: i64, circles: &[api::Circle]) -> serde_
             circles
                 .iter()
                 .find(|c| &c.id == id)
-                .map_or_else(|| "deleted".to_string(), |c| c.name.clone())
+                .map_or_else(|| tr.gettext("deleted").to_string(), |c| c.name.clone())
         })
         .collect();
     json!({
         "circles": names.join(", "),
         "id": i.id,
         "kind": kind_label(i),
-        "expires": format!("expires {}", web::relative(now, i.expires_at)),
+        "expires": tr.gettext_with("expires %(when)s", &[("when", &web::relative(tr, now, i.expires_at))]),
         "expires_iso": web::iso(i.expires_at),
         "note": i.note,
         "link": i.landing_url,
@@ -663,7 +669,11 @@ async fn invitations_page(
     let mut circles = st.backend().list_circles(&s.token).await?;
     circles.sort_by_key(|c| c.name.to_lowercase());
     let now = now();
-    let invites: Vec<_> = list.iter().map(|i| invite_view(i, now, &circles)).collect();
+    let tr = st.tr(headers);
+    let invites: Vec<_> = list
+        .iter()
+        .map(|i| invite_view(&tr, i, now, &circles))
+        .collect();
     let selected = if form.circle.is_empty() {
         circles
             .iter()
@@ -741,7 +751,10 @@ async fn create_invitation(
                 &s,
                 form,
                 StatusCode::BAD_REQUEST,
-                Some(("error", "Please choose how long the invitation is valid.")),
+                Some((
+                    "error",
+                    n_("Please choose how long the invitation is valid."),
+                )),
             )
             .await;
         };
@@ -752,7 +765,7 @@ async fn create_invitation(
                 &s,
                 form,
                 StatusCode::BAD_REQUEST,
-                Some(("error", "At least one circle must be selected.")),
+                Some(("error", n_("At least one circle must be selected."))),
             )
             .await;
         }
@@ -821,7 +834,7 @@ async fn invitation(
                         &s,
                         default_invite_form(),
                         StatusCode::NOT_FOUND,
-                        Some(("error", "No such invitation exists.")),
+                        Some(("error", n_("No such invitation exists."))),
                     )
                     .await
                 }
@@ -835,7 +848,7 @@ async fn invitation(
             StatusCode::OK,
             "admin_invitation.html",
             json!({
-                "invite": invite_view(&inv, now(), &circles),
+                "invite": invite_view(&ctx.tr, &inv, now(), &circles),
                 "qr_svg": web::qr_svg(&inv.landing_url),
             }),
         ))
@@ -927,8 +940,8 @@ fn invite_expired(st: &AppState, headers: &HeaderMap) -> Response {
         StatusCode::NOT_FOUND,
         "error.html",
         json!({
-            "heading": "Invite expired",
-            "message": "Sorry, it looks like this invitation link has expired!",
+            "heading": n_("Invite expired"),
+            "message": n_("Sorry, it looks like this invitation link has expired!"),
         }),
     )
 }
@@ -1032,15 +1045,15 @@ async fn register(
             ))
         };
         if form.localpart.trim().is_empty() && invite.username.is_empty() {
-            return again(StatusCode::BAD_REQUEST, "Please choose a username.");
+            return again(StatusCode::BAD_REQUEST, n_("Please choose a username."));
         }
         if form.password != form.password_confirm {
-            return again(StatusCode::BAD_REQUEST, "The passwords must match.");
+            return again(StatusCode::BAD_REQUEST, n_("The passwords must match."));
         }
         if form.password.chars().count() < 10 {
             return again(
                 StatusCode::BAD_REQUEST,
-                "The password must be at least 10 characters long.",
+                n_("The password must be at least 10 characters long."),
             );
         }
         let done = match st
@@ -1056,7 +1069,7 @@ async fn register(
             Err(Fail::Forbidden) => {
                 return again(
                     StatusCode::FORBIDDEN,
-                    "Registration was declined for unknown reasons.",
+                    n_("Registration was declined for unknown reasons."),
                 )
             }
             Err(e) => return Err(e),
@@ -1141,12 +1154,12 @@ async fn reset(
             ))
         };
         if form.password != form.password_confirm {
-            return again(StatusCode::BAD_REQUEST, "The passwords must match.");
+            return again(StatusCode::BAD_REQUEST, n_("The passwords must match."));
         }
         if form.password.chars().count() < 10 {
             return again(
                 StatusCode::BAD_REQUEST,
-                "The password must be at least 10 characters long.",
+                n_("The password must be at least 10 characters long."),
             );
         }
         match st
@@ -1164,7 +1177,7 @@ async fn reset(
             }
             Err(Fail::Forbidden) => again(
                 StatusCode::FORBIDDEN,
-                "The password reset was declined for unknown reasons.",
+                n_("The password reset was declined for unknown reasons."),
             ),
             Err(e) => Err(e),
         }
@@ -1183,8 +1196,8 @@ async fn reset_success(State(st): State<AppState>, headers: HeaderMap) -> Respon
         StatusCode::OK,
         "error.html",
         json!({
-            "heading": "Password reset successful",
-            "message": "Your password has been changed. You can now log in using your new password. You can now safely close this page.",
+            "heading": n_("Password reset successful"),
+            "message": n_("Your password has been changed. You can now log in using your new password. You can now safely close this page."),
         }),
     )
 }
@@ -1248,14 +1261,14 @@ async fn import_data(State(st): State<AppState>, req: axum::extract::Request) ->
                 return Ok(page(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "error",
-                    "The account data you tried to import is too large to upload. Please contact your Snikket operator.",
+                    n_("The account data you tried to import is too large to upload. Please contact your Snikket operator."),
                 ))
             }
             Some((b, _)) if b.len() > MAX_IMPORT_FILE => {
                 return Ok(page(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "error",
-                    "The account data you tried to import is too large to upload. Please contact your Snikket operator.",
+                    n_("The account data you tried to import is too large to upload. Please contact your Snikket operator."),
                 ))
             }
             Some((b, m)) if !b.is_empty() => (b, m),
@@ -1263,20 +1276,25 @@ async fn import_data(State(st): State<AppState>, req: axum::extract::Request) ->
                 return Ok(page(
                     StatusCode::BAD_REQUEST,
                     "error",
-                    "Please choose a file to import.",
+                    n_("Please choose a file to import."),
                 ))
             }
         };
         let base = mime.split(';').next().unwrap_or_default().trim();
         if !matches!(base, "application/xml" | "text/xml") {
-            let msg = format!(
-                "The account data you tried to import is in an unknown format. Please upload an XML file in XEP-0227 format (provided format: {}).",
-                if base.is_empty() { "unknown" } else { base }
+            let provided = if base.is_empty() {
+                ctx.tr.gettext("unknown")
+            } else {
+                base
+            };
+            let msg = ctx.tr.gettext_with(
+                "The account data you tried to import is in an unknown format. Please upload an XML file in XEP-0227 format (provided format: %(format)s).",
+                &[("format", provided)],
             );
             return Ok(page(StatusCode::BAD_REQUEST, "error", &msg));
         }
         match st.backend().import_account_data(&s.token, bytes).await {
-            Ok(_) => Ok(page(StatusCode::OK, "notice", "Import successful")),
+            Ok(_) => Ok(page(StatusCode::OK, "notice", n_("Import successful"))),
             Err(e) if e.reason() == "not-xep227" => Ok(page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "error",
@@ -1317,7 +1335,7 @@ async fn export_data(
                 &ctx,
                 StatusCode::OK,
                 "manage_data.html",
-                json!({"error": "You currently have no account data to export."}),
+                json!({"error": n_("You currently have no account data to export.")}),
             ));
         }
         let disposition = format!(

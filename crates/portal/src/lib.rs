@@ -7,6 +7,8 @@
 mod admin;
 pub mod backend;
 mod handlers;
+mod i18n;
+mod plural;
 mod public;
 pub mod session;
 mod throttle;
@@ -41,6 +43,8 @@ pub struct Settings {
     pub security_email: Option<String>,
     /// `SNIKKET_WEB_SHOW_METRICS`: host, portal and server figures on the system page.
     pub show_metrics: bool,
+    /// `SNIKKET_WEB_LANGUAGES`: the page languages, the first is the fallback.
+    pub languages: Vec<String>,
 }
 
 impl Settings {
@@ -72,6 +76,7 @@ impl Settings {
             abuse_email: non_empty(&config.portal.abuse_email),
             security_email: non_empty(&config.portal.security_email),
             show_metrics: config.portal.show_metrics,
+            languages: config.portal.languages.clone(),
         })
     }
 }
@@ -94,6 +99,7 @@ struct Inner {
     signer: session::Signer,
     backend: Backend,
     templates: minijinja::Environment<'static>,
+    i18n: Arc<i18n::I18n>,
     throttle: throttle::Throttle,
     /// Process start, Unix seconds (for the average CPU use on the system page).
     started_at: i64,
@@ -102,12 +108,14 @@ struct Inner {
 impl AppState {
     /// State for `settings`, calling the server through `backend`.
     pub fn new(settings: Settings, backend: Backend) -> Self {
+        let i18n = i18n::I18n::new(&settings.languages);
         AppState {
             inner: Arc::new(Inner {
                 signer: session::Signer::new(&settings.cookie_key),
                 settings,
                 backend,
-                templates: web::templates(),
+                templates: web::templates(&i18n),
+                i18n,
                 throttle: throttle::Throttle::new(5, std::time::Duration::from_secs(300)),
                 started_at: web::now(),
             }),

@@ -1,16 +1,20 @@
 //! Page plumbing: templates, the base context, error pages, security headers and small helpers.
 
 use crate::backend::{friendly, BackendError};
+use crate::i18n::n_;
+use crate::i18n::{I18n, Tr};
 use crate::session::{self, Session, CSRF_COOKIE, SESSION_COOKIE};
 use crate::AppState;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use rand::RngCore;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The embedded templates.
-pub(crate) fn templates() -> minijinja::Environment<'static> {
+pub(crate) fn templates(i18n: &Arc<I18n>) -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
+    crate::i18n::install(&mut env, i18n);
     let files: [(&str, &str); 26] = [
         ("invite.html", include_str!("../templates/invite.html")),
         (
@@ -148,6 +152,8 @@ pub(crate) struct Ctx {
     pub(crate) session: Option<Session>,
     pub(crate) csrf: String,
     new_csrf: bool,
+    /// The request's language.
+    pub(crate) tr: Tr,
 }
 
 impl AppState {
@@ -187,7 +193,16 @@ impl AppState {
             session: self.session(headers),
             csrf,
             new_csrf,
+            tr: self.tr(headers),
         }
+    }
+
+    /// The request's language, from its `Accept-Language`.
+    pub(crate) fn tr(&self, headers: &HeaderMap) -> Tr {
+        let accept = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
+        self.inner.i18n.negotiate(accept)
     }
 
     /// Fails unless the posted `token` matches the request's CSRF cookie.
@@ -231,6 +246,8 @@ impl AppState {
         );
         map.insert("domain".into(), self.inner.settings.domain.clone().into());
         map.insert("csrf".into(), ctx.csrf.clone().into());
+        map.insert("lang".into(), ctx.tr.tag().into());
+        map.insert("html_lang".into(), ctx.tr.bcp47().into());
         map.insert(
             "user".into(),
             match &ctx.session {
@@ -256,6 +273,11 @@ impl AppState {
                     .into_response()
             }
         };
+        if let Ok(v) = HeaderValue::from_str(ctx.tr.bcp47()) {
+            resp.headers_mut().insert(header::CONTENT_LANGUAGE, v);
+        }
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Accept-Language"));
         if ctx.new_csrf {
             let value = session::set_cookie(
                 CSRF_COOKIE,
@@ -298,30 +320,30 @@ impl AppState {
                 }
                 r
             }
-            Fail::Forbidden => self.error_page(&ctx, StatusCode::FORBIDDEN, "Access denied", "This is not for you.", None),
+            Fail::Forbidden => self.error_page(&ctx, StatusCode::FORBIDDEN, "Access denied", n_("This is not for you."), None),
             Fail::NotFound => self.error_page(
                 &ctx,
                 StatusCode::NOT_FOUND,
-                "Not found",
-                "The page you are looking for does not exist, has expired or was already used.",
+                n_("Not found"),
+                n_("The page you are looking for does not exist, has expired or was already used."),
                 None,
             ),
             Fail::BadCsrf => self.error_page(
                 &ctx,
                 StatusCode::BAD_REQUEST,
-                "Form expired",
-                "The form was too old or was sent from another page. Please go back, reload it and try again.",
+                n_("Form expired"),
+                n_("The form was too old or was sent from another page. Please go back, reload it and try again."),
                 None,
             ),
-            Fail::Refused(reason) => self.error_page(&ctx, StatusCode::BAD_REQUEST, "Not possible", friendly(&reason), None),
+            Fail::Refused(reason) => self.error_page(&ctx, StatusCode::BAD_REQUEST, n_("Not possible"), friendly(&reason), None),
             Fail::Unavailable(detail) => {
                 let id = error_id();
                 tracing::error!(error_id = %id, detail = %detail, "server unreachable");
                 self.error_page(
                     &ctx,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "Internal error",
-                    "The web portal was not able to communicate with the backend. Please try again later and/or inform your Snikket service admin.",
+                    n_("Internal error"),
+                    n_("The web portal was not able to communicate with the backend. Please try again later and/or inform your Snikket service admin."),
                     Some(&id),
                 )
             }
@@ -365,28 +387,25 @@ pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// "in 6 days", "3 hours ago", relative to `now`.
-pub(crate) fn relative(now: i64, ts: i64) -> String {
+/// "in 6 days", "3 hours ago", relative to `now`, in the request's language.
+pub(crate) fn relative(tr: &Tr, now: i64, ts: i64) -> String {
     let d = ts - now;
     let a = d.unsigned_abs();
-    let (n, unit) = if a < 60 {
-        return if d >= 0 {
-            "in less than a minute".into()
+    let future = d >= 0;
+    if a < 60 {
+        return if future {
+            tr.gettext("in less than a minute").to_string()
         } else {
-            "just now".into()
+            tr.gettext("just now").to_string()
         };
-    } else if a < 3600 {
-        (a / 60, "minute")
-    } else if a < 86400 {
-        (a / 3600, "hour")
-    } else {
-        (a / 86400, "day")
-    };
-    let s = if n == 1 { "" } else { "s" };
-    if d >= 0 {
-        format!("in {n} {unit}{s}")
-    } else {
-        format!("{n} {unit}{s} ago")
+    }
+    match (a < 3600, a < 86400, future) {
+        (true, _, true) => tr.ngettext("in %(num)s minute", "in %(num)s minutes", a / 60),
+        (true, _, false) => tr.ngettext("%(num)s minute ago", "%(num)s minutes ago", a / 60),
+        (_, true, true) => tr.ngettext("in %(num)s hour", "in %(num)s hours", a / 3600),
+        (_, true, false) => tr.ngettext("%(num)s hour ago", "%(num)s hours ago", a / 3600),
+        (_, _, true) => tr.ngettext("in %(num)s day", "in %(num)s days", a / 86400),
+        (_, _, false) => tr.ngettext("%(num)s day ago", "%(num)s days ago", a / 86400),
     }
 }
 
@@ -418,33 +437,34 @@ pub(crate) fn date(ts: i64) -> String {
 }
 
 /// A length of time in words, to the minute: "3 days, 4 hours, 5 minutes".
-pub(crate) fn duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    let parts = [
-        (secs / 86400, "day"),
-        (secs % 86400 / 3600, "hour"),
-        (secs % 3600 / 60, "minute"),
-    ];
-    let words: Vec<String> = parts
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
-        .collect();
+pub(crate) fn duration(tr: &Tr, secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    let (days, hours, minutes) = (secs / 86400, secs % 86400 / 3600, secs % 3600 / 60);
+    let mut words = Vec::new();
+    if days > 0 {
+        words.push(tr.ngettext("%(num)s day", "%(num)s days", days));
+    }
+    if hours > 0 {
+        words.push(tr.ngettext("%(num)s hour", "%(num)s hours", hours));
+    }
+    if minutes > 0 {
+        words.push(tr.ngettext("%(num)s minute", "%(num)s minutes", minutes));
+    }
     if words.is_empty() {
-        "less than a minute".into()
+        tr.gettext("less than a minute").to_string()
     } else {
         words.join(", ")
     }
 }
 
 /// Last activity at day granularity (spec 5.1): "Today", "Yesterday", "N days ago", "Never".
-pub(crate) fn last_active(now: i64, ts: Option<i64>) -> String {
+pub(crate) fn last_active(tr: &Tr, now: i64, ts: Option<i64>) -> String {
     match ts {
-        None => "Never".into(),
-        Some(ts) => match (now - ts).max(0) / 86400 {
-            0 => "Today".into(),
-            1 => "Yesterday".into(),
-            n => format!("{n} days ago"),
+        None => tr.gettext("Never").to_string(),
+        Some(ts) => match u64::try_from((now - ts).max(0) / 86400).unwrap_or(0) {
+            0 => tr.gettext("Today").to_string(),
+            1 => tr.gettext("Yesterday").to_string(),
+            n => tr.ngettext("%(num)s day ago", "%(num)s days ago", n),
         },
     }
 }
@@ -523,27 +543,36 @@ mod tests {
         assert_eq!(percent(1.0, 0.0), None);
     }
 
+    fn en() -> Tr {
+        crate::i18n::I18n::new(&["en".to_string()]).negotiate(None)
+    }
+
     #[test]
     fn relative_times() {
-        assert_eq!(relative(0, 6 * 86400 + 10), "in 6 days");
-        assert_eq!(relative(0, 3600), "in 1 hour");
-        assert_eq!(relative(3 * 86400, 0), "3 days ago");
-        assert_eq!(relative(100, 90), "just now");
+        let en = en();
+        assert_eq!(relative(&en, 0, 6 * 86400 + 10), "in 6 days");
+        assert_eq!(relative(&en, 0, 3600), "in 1 hour");
+        assert_eq!(relative(&en, 3 * 86400, 0), "3 days ago");
+        assert_eq!(relative(&en, 100, 90), "just now");
     }
 
     #[test]
     fn dates_and_durations() {
+        let en = en();
         assert_eq!(date(0), "1970-01-01 00:00 UTC");
         assert_eq!(date(86400 + 3661), "1970-01-02 01:01 UTC");
-        assert_eq!(duration(59), "less than a minute");
+        assert_eq!(duration(&en, 59), "less than a minute");
         assert_eq!(
-            duration(2 * 86400 + 3600 + 120),
+            duration(&en, 2 * 86400 + 3600 + 120),
             "2 days, 1 hour, 2 minutes"
         );
-        assert_eq!(last_active(100, None), "Never");
-        assert_eq!(last_active(86400 * 10, Some(86400 * 10 - 5)), "Today");
-        assert_eq!(last_active(86400 * 10, Some(86400 * 9 - 5)), "Yesterday");
-        assert_eq!(last_active(86400 * 10, Some(86400 * 3)), "7 days ago");
+        assert_eq!(last_active(&en, 100, None), "Never");
+        assert_eq!(last_active(&en, 86400 * 10, Some(86400 * 10 - 5)), "Today");
+        assert_eq!(
+            last_active(&en, 86400 * 10, Some(86400 * 9 - 5)),
+            "Yesterday"
+        );
+        assert_eq!(last_active(&en, 86400 * 10, Some(86400 * 3)), "7 days ago");
     }
 
     #[test]

@@ -923,6 +923,7 @@ fn settings() -> Settings {
         abuse_email: None,
         security_email: None,
         show_metrics: true,
+        languages: vec!["en".into(), "de".into()],
     }
 }
 
@@ -1477,6 +1478,49 @@ async fn invite_landing_page() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert!(gone.body.contains("Invite expired"));
     assert!(gone.body.contains("Test Chat"));
+}
+
+async fn get_in(app: &axum::Router, path: &str, accept_language: &str) -> Page {
+    let req = Request::get(path)
+        .header(header::ACCEPT_LANGUAGE, accept_language)
+        .body(Body::empty())
+        .expect("request");
+    call(app, req).await
+}
+
+#[tokio::test]
+async fn pages_follow_accept_language() {
+    let app = app(&start_fake(Fake::default()).await);
+    let de = get_in(&app, "/login", "de-AT, en;q=0.5").await;
+    assert_eq!(de.status, StatusCode::OK, "{}", de.body);
+    assert!(de.body.contains("<html lang=\"de\">"), "{}", de.body);
+    assert!(de.body.contains("<h1>Anmelden</h1>"), "{}", de.body);
+    assert_eq!(de.headers[header::CONTENT_LANGUAGE], "de");
+    assert!(de
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| v == "Accept-Language"));
+
+    // Quality values decide; a language that is not offered falls back to the first configured.
+    let en = get_in(&app, "/login", "fr, de;q=0.1, en;q=0.9").await;
+    assert!(en.body.contains("<html lang=\"en\">") && en.body.contains("<h1>Log in</h1>"));
+    let fr = get_in(&app, "/login", "fr").await;
+    assert!(fr.body.contains("<h1>Log in</h1>"));
+    assert_eq!(fr.headers[header::CONTENT_LANGUAGE], "en");
+
+    // The invite page: values inside translated markup, texts made in Rust, error pages.
+    let invite = get_in(&app, &format!("/invite/{TOKEN}/"), "de").await;
+    assert!(
+        invite
+            .body
+            .contains("<strong>alice</strong> hat dich eingeladen"),
+        "{}",
+        invite.body
+    );
+    let gone = get_in(&app, "/invite/zzzzzzzzzzzzzzzzzzzzzzzz/", "de").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(gone.body.contains("Einladung abgelaufen"), "{}", gone.body);
 }
 
 #[tokio::test]
