@@ -118,6 +118,11 @@ impl Driver {
 
     /// A new browser session (its own profile `name`, so its own cookies) at desktop size.
     async fn session(&self, name: &str, base: &str, shots: &Path) -> Tab {
+        self.session_in(name, base, shots, "en-US").await
+    }
+
+    /// As [`Driver::session`], with a browser whose preferred language is `lang`.
+    async fn session_in(&self, name: &str, base: &str, shots: &Path, lang: &str) -> Tab {
         let profile = self.profiles.path().join(name);
         let caps = serde_json::json!({
             "browserName": "chrome",
@@ -133,7 +138,9 @@ impl Driver {
                     "--force-device-scale-factor=1",
                     format!("--user-data-dir={}", profile.display()),
                     format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+                    format!("--lang={lang}"),
                 ],
+                "prefs": {"intl.accept_languages": lang},
             },
         });
         let serde_json::Value::Object(caps) = caps else {
@@ -569,8 +576,53 @@ async fn admin_invites_a_user_who_registers_in_a_real_browser() {
     admin.heading(&format!("Manage {SITE}")).await;
     admin.screenshots("admin-home").await;
 
+    // A browser that prefers German gets the German pages, and their longer texts still fit a
+    // phone.
+    let mut de = driver
+        .session_in("admin-de", &stack.base, &shots, "de-DE")
+        .await;
+    de.open("/login").await;
+    de.heading("Anmelden").await;
+    de.screenshots("de-login").await;
+    de.fill("#user", "root").await;
+    de.fill("#password", "admin password 1").await;
+    de.click(Locator::Css("main form button[type=submit]"))
+        .await;
+    de.heading("Willkommen, root").await;
+    de.screenshots("de-dashboard").await;
+    for (path, heading, name) in [
+        ("/admin/", "The Family verwalten", "de-admin-home"),
+        ("/admin/users", "Benutzer", "de-admin-users"),
+        ("/admin/user/root/", "Benutzer bearbeiten", "de-admin-user"),
+        ("/admin/circles", "Kreise", "de-admin-circles"),
+        ("/admin/system", "System", "de-admin-system"),
+        ("/admin/invitations", "Einladungen", "de-admin-invitations"),
+    ] {
+        de.open(path).await;
+        de.heading(heading).await;
+        de.screenshots(name).await;
+    }
+    de.select("#kind", "group").await;
+    de.click(Locator::Css(
+        "form[action='/admin/invitation/-/new'] button[type=submit]",
+    ))
+    .await;
+    de.heading("Einladung").await;
+    de.screenshots("de-admin-invitation").await;
+    let link = de.value("#link").await;
+    de.open(&format!("/invite/{}/", invite_token(&link))).await;
+    de.heading(&format!("Einladung zu {SITE}")).await;
+    let landing = de.body().await;
+    assert!(landing.contains("root hat dich eingeladen"), "{landing}");
+    de.screenshots("de-invite").await;
+    de.open(&format!("/invite/{}/register", invite_token(&link)))
+        .await;
+    de.heading(&format!("Bei {SITE} registrieren")).await;
+    de.screenshots("de-register").await;
+
     let mut overflow = carol.close().await;
     overflow.extend(admin.close().await);
+    overflow.extend(de.close().await);
     assert!(
         overflow.is_empty(),
         "pages wider than a phone's screen (see {}): {overflow:#?}",
