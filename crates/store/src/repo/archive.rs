@@ -59,27 +59,48 @@ pub struct ArchiveQuery {
 
 type ArchivedRow = (i64, String, i64, String);
 
+/// Rows per INSERT statement: 5 parameters each stays far below the bind limits of SQLite
+/// (32766) and PostgreSQL (65535).
+const ARCHIVE_ROWS_PER_INSERT: usize = 200;
+
+/// `INSERT INTO archive … VALUES (…), (…), …` for `rows`.
+fn archive_insert<'a, DB>(rows: &'a [ArchiveEntry]) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO archive (username, stanza_id, with_jid, stanza, stored_at) ",
+    );
+    q.push_values(rows, |mut b, e| {
+        b.push_bind(&e.username)
+            .push_bind(&e.stanza_id)
+            .push_bind(&e.with_jid)
+            .push_bind(&e.stanza)
+            .push_bind(e.stored_at);
+    });
+    q
+}
+
 impl Store {
-    /// Writes a batch of archive rows in one transaction; returns after the commit.
+    /// Writes a batch of archive rows atomically; returns after the commit. Rows go in as
+    /// multi-row INSERTs, so a batch costs a few round trips to the database, not one per row.
     pub async fn archive_messages(&self, entries: &[ArchiveEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            for e in entries {
-                sqlx::query(
-                    "INSERT INTO archive (username, stanza_id, with_jid, stanza, stored_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&e.username)
-                .bind(&e.stanza_id)
-                .bind(&e.with_jid)
-                .bind(&e.stanza)
-                .bind(e.stored_at)
-                .execute(&mut *tx)
-                .await?;
+            if entries.len() <= ARCHIVE_ROWS_PER_INSERT {
+                // One statement is atomic by itself.
+                archive_insert(entries).build().execute(p).await?;
+            } else {
+                let mut tx = p.begin().await?;
+                for chunk in entries.chunks(ARCHIVE_ROWS_PER_INSERT) {
+                    archive_insert(chunk).build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
         });
         Ok(())
     }
@@ -255,6 +276,41 @@ mod tests {
                 Err(StoreError::NotFound { .. })
             ));
             assert_eq!(store.expire_archive(1002).await.unwrap(), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn big_batches_are_written_whole_or_not_at_all() {
+        each_backend(|store| async move {
+            store
+                .create_account("alice", Role::Normal, &[], None)
+                .await
+                .unwrap();
+            // More rows than one INSERT takes: several statements in one transaction.
+            let n = (ARCHIVE_ROWS_PER_INSERT * 2 + 7) as i64;
+            let batch: Vec<_> = (0..n).map(|i| entry(i, "bob@x")).collect();
+            store.archive_messages(&batch).await.unwrap();
+            let all = ArchiveQuery {
+                limit: u32::MAX,
+                ..Default::default()
+            };
+            let page = store.query_archive("alice", &all).await.unwrap();
+            assert_eq!(page.messages.len(), batch.len());
+            assert_eq!(
+                page.messages.last().map(|m| m.stanza_id.as_str()),
+                Some(format!("id{}", n - 1).as_str())
+            );
+            // A duplicate stanza id in the last chunk fails the batch, and none of it is kept.
+            let mut bad: Vec<_> = (n..n + ARCHIVE_ROWS_PER_INSERT as i64 + 5)
+                .map(|i| entry(i, "carol@x"))
+                .collect();
+            if let Some(last) = bad.last_mut() {
+                last.stanza_id = "id0".into();
+            }
+            assert!(store.archive_messages(&bad).await.is_err());
+            let after = store.query_archive("alice", &all).await.unwrap();
+            assert_eq!(after.messages.len(), batch.len());
         })
         .await;
     }
