@@ -222,6 +222,14 @@ async fn message(state: &State, me: &Sender, mut stanza: Element) -> Vec<Element
     replies
 }
 
+/// Whether `username` is an account here: a session proves it without asking the database.
+async fn account_exists(state: &State, username: &str) -> Result<bool, snikket_store::StoreError> {
+    if state.router.session_count(username) > 0 {
+        return Ok(true);
+    }
+    Ok(state.store.account(username).await?.is_some())
+}
+
 /// Delivers a message to a local account (RFC 6121 §8.5), storing it offline when nobody can
 /// take it. Returns error replies for the sender.
 pub async fn deliver_message(
@@ -231,9 +239,12 @@ pub async fn deliver_message(
     kind: &str,
     mut stanza: Element,
 ) -> Vec<Element> {
-    if crate::archive::archivable(&stanza)
-        && state.store.account(username).await.ok().flatten().is_some()
-    {
+    // Looked up at most once: a message to an online user needs no database read at all.
+    let mut exists = None;
+    if crate::archive::archivable(&stanza) {
+        exists = account_exists(state, username).await.ok();
+    }
+    if exists == Some(true) {
         let with = stanza
             .attr("from")
             .and_then(|f| jid::Jid::new(f).ok())
@@ -262,9 +273,13 @@ pub async fn deliver_message(
     if kind == "error" {
         return Vec::new();
     }
-    match state.store.account(username).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return vec![xml::error_reply(&stanza, "service-unavailable", None)],
+    let exists = match exists {
+        Some(known) => Ok(known),
+        None => account_exists(state, username).await,
+    };
+    match exists {
+        Ok(true) => {}
+        Ok(false) => return vec![xml::error_reply(&stanza, "service-unavailable", None)],
         Err(e) => {
             tracing::error!(error = %e, "account lookup failed");
             return vec![xml::error_reply(&stanza, "internal-server-error", None)];
