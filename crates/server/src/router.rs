@@ -38,6 +38,8 @@ struct Entry {
     since: i64,
     /// A connection is attached (false while hibernating, XEP-0198).
     connected: bool,
+    /// Told to close: no longer listed as one of the account's clients.
+    closing: bool,
 }
 
 /// What the router knows of one live session (for diagnostics and client management).
@@ -108,6 +110,7 @@ impl Router {
             blocklist: false,
             since: snikket_store::now(),
             connected: true,
+            closing: false,
         });
         Ok((rx, session_id, kicked))
     }
@@ -209,6 +212,7 @@ impl Router {
         map.get(username)
             .map(|l| {
                 l.iter()
+                    .filter(|e| !e.closing)
                     .map(|e| SessionInfo {
                         resource: e.resource.clone(),
                         since: e.since,
@@ -222,11 +226,16 @@ impl Router {
     }
 
     /// Tells one session to close its stream with `condition`; false if there is no such session.
+    /// From then on [`Router::sessions`] leaves it out, though it ends a moment later.
     pub fn close_session(&self, username: &str, resource: &str, condition: &'static str) -> bool {
-        let map = self.lock();
-        map.get(username)
-            .and_then(|l| l.iter().find(|e| e.resource == resource))
-            .is_some_and(|e| e.tx.try_send(Outbound::Close(condition, None)).is_ok())
+        let mut map = self.lock();
+        map.get_mut(username)
+            .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
+            .is_some_and(|e| {
+                let sent = e.tx.try_send(Outbound::Close(condition, None)).is_ok();
+                e.closing |= sent;
+                sent
+            })
     }
 
     /// Changes one session's entry, if it exists.
