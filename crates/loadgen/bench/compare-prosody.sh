@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of issue 3: our snikket-server against Debian's Prosody, same machine, same run.
 # Each server is pinned to core 0 (taskset), the load generator to core 1. Loopback only.
-# Usage: crates/loadgen/bench/compare-prosody.sh   (env: USERS, IDLE, IDLE_BIG, LOGINS, RATE, DURATION, REPS)
+# Usage: crates/loadgen/bench/compare-prosody.sh   (env: USERS, IDLE, IDLE_BIG, LOGINS, RATE, DURATION, REPS, REPS_MSG, RATE_FIXED, BENCH_DIR)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
@@ -26,7 +26,8 @@ LG="$BIN_DIR/snikket-loadgen"
 command -v prosody >/dev/null || apt-get install -y prosody >&2
 ulimit -n 20000 2>/dev/null || true
 
-WORK=$(mktemp -d /tmp/snikket-bench.XXXXXX); chmod 755 "$WORK"
+# BENCH_DIR: where both servers keep their data (e.g. /dev/shm to take the disk out of the picture).
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/snikket-bench.XXXXXX"); chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
@@ -44,6 +45,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj "/CN=$DOMAIN" -addext "subjectAltName=DNS:$DOMAIN,DNS:groups.$DOMAIN,DNS:share.$DOMAIN" \
   -addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+
+# stop PID: SIGTERM, then SIGKILL after 5 s (Prosody sometimes ignores SIGTERM under load)
+stop() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 
 # get KEY FILE: value of key= in a loadgen output file
 get() { sed -n "s/^$1=//p" "$2" | tail -1; }
@@ -100,7 +109,7 @@ env -i PATH=/usr/bin:/bin SNIKKET_DOMAIN=$DOMAIN SNIKKET_ADMIN_EMAIL=admin@examp
 PID_OURS=$!; PIDS+=("$PID_OURS")
 wait_port "$P_OURS"
 run_suite ours "$PID_OURS" "$P_OURS"
-kill "$PID_OURS"; wait "$PID_OURS" 2>/dev/null || true
+stop "$PID_OURS"
 
 # ---- Prosody ----
 PR="$WORK/prosody"; mkdir -p "$PR/data/chat%2etest/accounts"
@@ -136,7 +145,7 @@ taskset -c 0 setpriv --reuid prosody --regid prosody --init-groups prosody --con
 PID_PR=$!; PIDS+=("$PID_PR")
 wait_port "$P_PR"
 run_suite prosody "$PID_PR" "$P_PR"
-kill "$PID_PR"; wait "$PID_PR" 2>/dev/null || true
+stop "$PID_PR"
 
 # ---- table ----
 row() { # label ours prosody
