@@ -31,7 +31,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/static/copy.js", get(copy_js))
         .route("/login", get(login_form).post(login))
         .route("/user/", get(dashboard))
-        .route("/user/logout", post(logout))
+        .route("/user/logout", get(logout_form).post(logout))
         .route("/user/passwd", get(passwd_form).post(passwd))
         .route(
             "/user/profile",
@@ -276,6 +276,15 @@ async fn dashboard(State(st): State<AppState>, headers: HeaderMap) -> Response {
 pub(crate) struct CsrfOnly {
     #[serde(default)]
     pub(crate) csrf: String,
+}
+
+/// The sign-out confirmation (spec 5.4.6); the form posts to the same address.
+async fn logout_form(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let r = require_user(&st, &headers).map(|_| {
+        let ctx = st.ctx(&headers);
+        st.render(&ctx, StatusCode::OK, "logout.html", json!({}))
+    });
+    st.done(&headers, r)
 }
 
 async fn logout(

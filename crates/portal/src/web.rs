@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub(crate) fn templates(i18n: &Arc<I18n>) -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     crate::i18n::install(&mut env, i18n);
-    let files: [(&str, &str); 26] = [
+    let files: [(&str, &str); 27] = [
         ("invite.html", include_str!("../templates/invite.html")),
         (
             "invite_register.html",
@@ -33,6 +33,7 @@ pub(crate) fn templates(i18n: &Arc<I18n>) -> minijinja::Environment<'static> {
             include_str!("../templates/dashboard.html"),
         ),
         ("passwd.html", include_str!("../templates/passwd.html")),
+        ("logout.html", include_str!("../templates/logout.html")),
         (
             "manage_data.html",
             include_str!("../templates/manage_data.html"),

@@ -1212,7 +1212,29 @@ async fn login_errors_keep_input_need_csrf_and_are_throttled() {
 async fn logout_revokes_the_server_session() {
     let fake = Fake::default();
     let app = app(&start_fake(fake.clone()).await);
+    // Anonymous visitors are sent to log in; a signed-in user gets the confirmation form.
+    let anon = get(&app, "/user/logout", &[]).await;
+    assert_eq!(anon.status, StatusCode::SEE_OTHER);
+    assert_eq!(anon.headers[header::LOCATION], "/login");
     let (cookies, csrf) = login(&app, "bob", "bob password").await;
+    let page = get(&app, "/user/logout", &cookies).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("Sign out of the Snikket Web Portal"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/user/logout\">"),
+        "{}",
+        page.body
+    );
+    assert!(fake
+        .logouts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty());
     let r = post(&app, "/user/logout", &cookies, &[("csrf", &csrf)]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(r.cookies().iter().any(|c| c == "snikket_session="));
