@@ -37,7 +37,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/user/profile",
             get(profile_form)
                 .post(profile)
-                .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+                // The avatar plus the form's other fields and the multipart framing.
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.settings().max_avatar_size.saturating_add(64 * 1024),
+                )),
         )
         .route("/user/manage_data", get(manage_data_form).post(export_data))
         .route("/avatar/{from}/{code}", get(avatar))
@@ -496,6 +499,9 @@ async fn read_profile_form(
             "csrf" => form.csrf = text(),
             "nickname" => form.nickname = text(),
             "profile_access_model" => form.profile_access_model = text(),
+            "avatar" if bytes.len() > st.settings().max_avatar_size => {
+                return Err(Fail::Refused("avatar-too-big".into()))
+            }
             "avatar" if !bytes.is_empty() => avatar = Some((bytes.to_vec(), mime)),
             _ => {}
         }
@@ -578,10 +584,14 @@ async fn avatar(
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);
         }
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("private, max-age=3600"),
-        );
+        let ttl = st.settings().avatar_cache_ttl;
+        if let Ok(v) = HeaderValue::from_str(&format!("private, max-age={ttl}")) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(ttl.into());
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(expires)) {
+            h.insert(header::EXPIRES, v);
+        }
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(

@@ -45,6 +45,10 @@ pub struct Settings {
     pub show_metrics: bool,
     /// `SNIKKET_WEB_LANGUAGES`: the page languages, the first is the fallback.
     pub languages: Vec<String>,
+    /// `SNIKKET_WEB_MAX_AVATAR_SIZE`: largest avatar upload on the profile page, in bytes.
+    pub max_avatar_size: usize,
+    /// `SNIKKET_WEB_AVATAR_CACHE_TTL`: how long browsers may keep an avatar, in seconds.
+    pub avatar_cache_ttl: u32,
 }
 
 impl Settings {
@@ -77,6 +81,8 @@ impl Settings {
             security_email: non_empty(&config.portal.security_email),
             show_metrics: config.portal.show_metrics,
             languages: config.portal.languages.clone(),
+            max_avatar_size: usize::try_from(config.portal.max_avatar_size).unwrap_or(usize::MAX),
+            avatar_cache_ttl: config.portal.avatar_cache_ttl,
         })
     }
 }

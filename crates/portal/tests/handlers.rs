@@ -924,6 +924,8 @@ fn settings() -> Settings {
         security_email: None,
         show_metrics: true,
         languages: vec!["en".into(), "de".into()],
+        max_avatar_size: 1024 * 1024,
+        avatar_cache_ttl: 1800,
     }
 }
 
@@ -1511,6 +1513,41 @@ async fn get_in(app: &axum::Router, path: &str, accept_language: &str) -> Page {
 }
 
 #[tokio::test]
+async fn avatar_size_and_cache_time_follow_the_settings() {
+    let fake = Fake::default();
+    let small = Settings {
+        max_avatar_size: 1000,
+        avatar_cache_ttl: 60,
+        ..settings()
+    };
+    let app = app_with(small, &start_fake(fake.clone()).await, None);
+    let (carol, csrf) = login(&app, "carol", "carol password").await;
+    let upload = |file: &[u8]| {
+        multipart_post(
+            "/user/profile",
+            &carol,
+            &[("csrf", &csrf), ("nickname", "Caro")],
+            ("avatar", "image/png", file),
+        )
+    };
+    let big = call(&app, upload(&[b'x'; 1001])).await;
+    assert_eq!(big.status, StatusCode::BAD_REQUEST);
+    assert!(
+        big.body.contains("The chosen avatar is too big"),
+        "{}",
+        big.body
+    );
+    assert!(fake.take_changes().is_empty());
+    let ok = call(&app, upload(&[b'x'; 1000])).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(fake.take_changes().len(), 1);
+    let img = get(&app, "/avatar/Y2Fyb2xAZXhhbXBsZS5vcmc/ABEiM0RVZnc", &carol).await;
+    assert_eq!(img.status, StatusCode::OK);
+    assert_eq!(img.headers[header::CACHE_CONTROL], "private, max-age=60");
+    assert!(img.headers.contains_key(header::EXPIRES));
+}
+
+#[tokio::test]
 async fn pages_follow_accept_language() {
     let app = app(&start_fake(Fake::default()).await);
     let de = get_in(&app, "/login", "de-AT, en;q=0.5").await;
@@ -2047,9 +2084,9 @@ async fn admin_circle_list_and_create() {
     assert_eq!(list.status, StatusCode::OK, "{}", list.body);
     assert!(list
         .body
-        .contains("<td>Friends &lt;3</td>\n      <td>2</td>\n      <td>0</td>"));
+        .contains("<td>Friends &lt;3</td>\n      <td data-label=\"Members\">2</td>\n      <td data-label=\"Group chats\">0</td>"));
     assert!(list.body.contains(
-        "<td>The Family <span class=\"badge\">main</span></td>\n      <td>2</td>\n      <td>1</td>"
+        "<td>The Family <span class=\"badge\">main</span></td>\n      <td data-label=\"Members\">2</td>\n      <td data-label=\"Group chats\">1</td>"
     ));
     assert!(list.body.contains("href=\"/admin/circle/frnds1234567/\""));
     assert!(list.body.contains("action=\"/admin/circle/-/new\""));

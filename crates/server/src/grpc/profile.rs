@@ -8,8 +8,6 @@ use sha1::Digest;
 use snikket_rpc::snikket::admin::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
-/// Largest avatar the portal may upload (spec 5.4.4).
-const MAX_AVATAR_BYTES: usize = 1024 * 1024;
 const NODE_NICK: &str = "http://jabber.org/protocol/nick";
 const NODE_META: &str = "urn:xmpp:avatar:metadata";
 const NODE_DATA: &str = "urn:xmpp:avatar:data";
@@ -122,7 +120,10 @@ impl pb::profile_server::Profile for AdminApi {
                 "unknown access model",
             ));
         }
-        if req.avatar.len() > MAX_AVATAR_BYTES {
+        // The portal's `SNIKKET_WEB_MAX_AVATAR_SIZE` (same configuration file) is the limit here too.
+        let max_avatar =
+            usize::try_from(self.config().portal.max_avatar_size).unwrap_or(usize::MAX);
+        if req.avatar.len() > max_avatar {
             return Err(fail(
                 Code::InvalidArgument,
                 "avatar-too-big",
