@@ -29,6 +29,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/_health", get(health))
         .route("/static/style.css", get(style))
         .route("/static/copy.js", get(copy_js))
+        .route("/static/img/{file}", get(image))
         .route("/login", get(login_form).post(login))
         .route("/user/", get(dashboard))
         .route("/user/logout", get(logout_form).post(logout))
@@ -93,6 +94,24 @@ async fn copy_js() -> Response {
         web::COPY_JS,
     )
         .into_response()
+}
+
+async fn image(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    match web::IMAGES.iter().find(|(name, _, _)| *name == file) {
+        Some((_, mime, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => st.fail(&headers, Fail::NotFound),
+    }
 }
 
 async fn not_found(State(st): State<AppState>, headers: HeaderMap) -> Response {

@@ -108,6 +108,46 @@ pub(crate) fn templates(i18n: &Arc<I18n>) -> minijinja::Environment<'static> {
 
 /// The stylesheet.
 pub(crate) const STYLE: &str = include_str!("../static/style.css");
+/// The logo (our own drawing, `crates/server/assets/make-logo.py`) and the icons made from it:
+/// file name, media type, bytes.
+pub(crate) const IMAGES: [(&str, &str, &[u8]); 7] = [
+    (
+        "logo.svg",
+        "image/svg+xml",
+        include_bytes!("../static/img/logo.svg"),
+    ),
+    (
+        "favicon-16x16.png",
+        "image/png",
+        include_bytes!("../static/img/favicon-16x16.png"),
+    ),
+    (
+        "favicon-32x32.png",
+        "image/png",
+        include_bytes!("../static/img/favicon-32x32.png"),
+    ),
+    (
+        "apple-touch-icon.png",
+        "image/png",
+        include_bytes!("../static/img/apple-touch-icon.png"),
+    ),
+    (
+        "android-chrome-192x192.png",
+        "image/png",
+        include_bytes!("../static/img/android-chrome-192x192.png"),
+    ),
+    (
+        "android-chrome-256x256.png",
+        "image/png",
+        include_bytes!("../static/img/android-chrome-256x256.png"),
+    ),
+    (
+        "android-chrome-512x512.png",
+        "image/png",
+        include_bytes!("../static/img/android-chrome-512x512.png"),
+    ),
+];
+
 /// The copy/share progressive-enhancement script (no framework, no inline code).
 pub(crate) const COPY_JS: &str = include_str!("../static/copy.js");
 

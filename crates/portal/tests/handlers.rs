@@ -1512,6 +1512,74 @@ async fn get_in(app: &axum::Router, path: &str, accept_language: &str) -> Page {
     call(app, req).await
 }
 
+/// Status, content type and raw body of a GET.
+async fn get_bytes(app: &axum::Router, path: &str) -> (StatusCode, String, Vec<u8>) {
+    let req = Request::get(path).body(Body::empty()).expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let mime = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, mime, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn manifest_icons_and_favicons_exist_in_their_sizes() {
+    let app = app(&start_fake(Fake::default()).await);
+    let m = get(&app, "/site.webmanifest", &[]).await;
+    let manifest: serde_json::Value = serde_json::from_str(&m.body).expect("manifest is JSON");
+    let mut icons: Vec<(String, u32)> = manifest["icons"]
+        .as_array()
+        .expect("icons")
+        .iter()
+        .map(|i| {
+            let side = i["sizes"]
+                .as_str()
+                .and_then(|s| s.split('x').next())
+                .and_then(|n| n.parse().ok());
+            (
+                i["src"].as_str().unwrap_or_default().to_string(),
+                side.unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(icons.len(), 3);
+    let login = get(&app, "/login", &[]).await;
+    for (path, side) in [
+        ("/static/img/favicon-32x32.png", 32),
+        ("/static/img/apple-touch-icon.png", 180),
+    ] {
+        assert!(
+            login.body.contains(&format!("href=\"{path}\"")),
+            "{path} not linked"
+        );
+        icons.push((path.to_string(), side));
+    }
+    for (path, side) in icons {
+        let (status, mime, png) = get_bytes(&app, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(mime, "image/png", "{path}");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{path}");
+        // IHDR: width and height, big-endian, right after the chunk header.
+        let dim = |at: usize| {
+            png.get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        assert_eq!((dim(16), dim(20)), (Some(side), Some(side)), "{path}");
+    }
+    let (status, mime, svg) = get_bytes(&app, "/static/img/logo.svg").await;
+    assert_eq!((status, mime.as_str()), (StatusCode::OK, "image/svg+xml"));
+    assert!(svg.starts_with(b"<svg"));
+    assert_eq!(
+        get_bytes(&app, "/static/img/nope.png").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
 #[tokio::test]
 async fn avatar_size_and_cache_time_follow_the_settings() {
     let fake = Fake::default();

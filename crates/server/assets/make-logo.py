@@ -2,6 +2,8 @@
 """Draws the server's default avatar (logo.png, 128x128): a speech bubble on a rounded square.
 
 Standard library only (zlib + struct), so it runs anywhere: python3 make-logo.py > logo.png
+With a size, the same drawing at that size, antialiased (the portal's icons):
+python3 make-logo.py 192 > android-chrome-192x192.png
 """
 import struct
 import sys
@@ -40,9 +42,25 @@ def chunk(kind, data):
     return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-rows = b"".join(b"\x00" + bytes(v for x in range(SIZE) for v in pixel(x, y)) for y in range(SIZE))
+def sampled(x, y, out):
+    """Pixel (x, y) of an out x out image: the average of 4x4 samples of the 128-unit drawing."""
+    acc = [0, 0, 0, 0]
+    for i in range(4):
+        for j in range(4):
+            r, g, b, a = pixel((x + (i + 0.5) / 4) * SIZE / out, (y + (j + 0.5) / 4) * SIZE / out)
+            acc = [acc[0] + r * a, acc[1] + g * a, acc[2] + b * a, acc[3] + a]
+    if acc[3] == 0:
+        return (0, 0, 0, 0)
+    return tuple(round(c / acc[3]) for c in acc[:3]) + (round(acc[3] / 16),)
+
+
+OUT = int(sys.argv[1]) if len(sys.argv) > 1 else SIZE
+if OUT == SIZE:
+    rows = b"".join(b"\x00" + bytes(v for x in range(SIZE) for v in pixel(x, y)) for y in range(SIZE))
+else:
+    rows = b"".join(b"\x00" + bytes(v for x in range(OUT) for v in sampled(x, y, OUT)) for y in range(OUT))
 png = (b"\x89PNG\r\n\x1a\n"
-       + chunk(b"IHDR", struct.pack(">IIBBBBB", SIZE, SIZE, 8, 6, 0, 0, 0))
+       + chunk(b"IHDR", struct.pack(">IIBBBBB", OUT, OUT, 8, 6, 0, 0, 0))
        + chunk(b"IDAT", zlib.compress(rows, 9))
        + chunk(b"IEND", b""))
 sys.stdout.buffer.write(png)
