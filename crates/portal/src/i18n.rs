@@ -252,12 +252,18 @@ impl Tr {
 
     /// The plural form for `n` of the message, with `%(num)s` replaced by `n`.
     pub(crate) fn ngettext(&self, singular: &str, plural: &str, n: u64) -> String {
-        let text = match &self.lang().catalog {
+        fill(self.plural_form(singular, plural, n), |name| {
+            (name == "num").then(|| n.to_string())
+        })
+    }
+
+    /// The plural form for `n` of the message, placeholders left as they are.
+    fn plural_form<'a>(&'a self, singular: &'a str, plural: &'a str, n: u64) -> &'a str {
+        match &self.lang().catalog {
             Some(c) => c.ngettext(singular, plural, n),
             None if n == 1 => singular,
             None => plural,
-        };
-        fill(text, |name| (name == "num").then(|| n.to_string()))
+        }
     }
 }
 
@@ -340,12 +346,12 @@ pub(crate) fn install(env: &mut Environment<'static>, i18n: &Arc<I18n>) {
               -> Result<Value, Error> {
             let tr = for_state(&i, state);
             let n = u64::try_from(n).unwrap_or(0);
-            let text = match &tr.lang().catalog {
-                Some(c) => c.ngettext(&singular, &plural, n),
-                None if n == 1 => &singular,
-                None => &plural,
-            };
-            render(text, &plural, &kwargs, Some(n))
+            render(
+                tr.plural_form(&singular, &plural, n),
+                &plural,
+                &kwargs,
+                Some(n),
+            )
         },
     );
 }
