@@ -2,6 +2,7 @@
 //! CSR, certificate. Renewal information (RFC 9773, ARI) is asked for when the CA offers it.
 
 use crate::error::{problem_line, CertError};
+use base64::Engine;
 use bytes::Bytes;
 use instant_acme_ring::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, CertificateIdentifier,
@@ -25,6 +26,10 @@ pub struct AcmeSettings {
     pub account_file: PathBuf,
     /// Where HTTP-01 token files are written.
     pub challenge_dir: PathBuf,
+    /// Certbot's configuration directory (`/snikket/letsencrypt`), for adopting its account.
+    pub letsencrypt_dir: PathBuf,
+    /// The lineage's `renewal/<name>.conf`, which names certbot's account.
+    pub renewal_conf: PathBuf,
 }
 
 /// An HTTPS connector trusting the Mozilla roots (webpki-roots: the container has no system
@@ -99,6 +104,22 @@ pub async fn account(settings: &AcmeSettings) -> Result<Account, CertError> {
         }
         tracing::info!("acme directory changed; registering a new account");
     }
+    match adopt_certbot(settings).await {
+        Ok(Some(credentials)) => {
+            store(settings, &credentials)?;
+            return Ok(Account::builder_with_http(http)
+                .from_credentials(credentials)
+                .await?);
+        }
+        Ok(None) => {}
+        Err(e) if e.is_soft() => return Err(e),
+        // Unreadable files, a key type we cannot use, or a CA that no longer knows the key:
+        // a new account is what certbot would end up with too.
+        Err(e) => tracing::warn!(
+            error = %e,
+            "certbot's acme account cannot be adopted; registering a new account"
+        ),
+    }
     let contact = format!("mailto:{}", settings.email);
     let (account, credentials) = Account::builder_with_http(http)
         .create(
@@ -111,9 +132,16 @@ pub async fn account(settings: &AcmeSettings) -> Result<Account, CertError> {
             None,
         )
         .await?;
-    let stored = StoredAccount {
-        directory_url: settings.directory_url.clone(),
-        email: settings.email.clone(),
+    store(settings, &credentials)?;
+    tracing::info!(id = account.id(), "registered acme account");
+    Ok(account)
+}
+
+fn store(settings: &AcmeSettings, credentials: &AccountCredentials) -> Result<(), CertError> {
+    let path = &settings.account_file;
+    let stored = StoredAccountRef {
+        directory_url: &settings.directory_url,
+        email: &settings.email,
         credentials,
     };
     let text = serde_json::to_vec_pretty(&stored).map_err(|e| CertError::Account {
@@ -121,8 +149,47 @@ pub async fn account(settings: &AcmeSettings) -> Result<Account, CertError> {
         reason: e.to_string(),
     })?;
     snikket_runtime::files::write_atomic(path, &text, 0o600)?;
-    tracing::info!(id = account.id(), "registered acme account");
-    Ok(account)
+    Ok(())
+}
+
+/// Certbot's account for this directory, made usable for instant-acme (see
+/// [`crate::certbot_account`]); `None` when certbot has none.
+async fn adopt_certbot(settings: &AcmeSettings) -> Result<Option<AccountCredentials>, CertError> {
+    let Some(found) = crate::certbot_account::find(
+        &settings.letsencrypt_dir,
+        &settings.renewal_conf,
+        &settings.directory_url,
+    )?
+    else {
+        return Ok(None);
+    };
+    tracing::info!(account = %found.url, dir = %found.dir.display(), "adopting certbot's acme account");
+    let adopted = crate::certbot_account::adopt(
+        found,
+        &settings.directory_url,
+        &settings.renewal_conf,
+        settings.ca_bundle.as_deref(),
+    )
+    .await?;
+    // instant-acme's credentials are opaque but documented as serialisable: they are built
+    // through that format.
+    let credentials = serde_json::from_value(serde_json::json!({
+        "id": adopted.url,
+        "key_pkcs8": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&adopted.pkcs8),
+        "directory": settings.directory_url,
+    }))
+    .map_err(|e| CertError::Account {
+        path: settings.account_file.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(credentials))
+}
+
+#[derive(serde::Serialize)]
+struct StoredAccountRef<'a> {
+    directory_url: &'a str,
+    email: &'a str,
+    credentials: &'a AccountCredentials,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

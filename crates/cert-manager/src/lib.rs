@@ -7,6 +7,7 @@
 //! already use, and a poll needs no connection to this process, so nothing breaks when it restarts.
 
 pub mod acme;
+pub mod certbot_account;
 pub mod client;
 pub mod error;
 pub mod grpc;

@@ -100,6 +100,8 @@ impl Manager {
                     .join("snikket")
                     .join(format!("{host}.json")),
                 challenge_dir: config.certs.acme_challenge_dir.clone(),
+                letsencrypt_dir: root.clone(),
+                renewal_conf: Layout::new(&root, &config.domain.ascii).renewal_conf(),
             },
             has_errors: config.has_errors_path(),
             errors_log: root.join("errors.log"),

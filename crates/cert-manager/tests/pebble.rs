@@ -514,6 +514,23 @@ fn existing_certbot_layout_is_adopted() {
 
     let http = ChallengeServer::start(install.challenges(), true);
     let pebble = start_pebble(http.port, None);
+    // A certbot account whose key cannot be used: a new account is registered instead.
+    let broken = install
+        .le()
+        .join("accounts")
+        .join(pebble.directory.strip_prefix("https://").unwrap())
+        .join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("regr.json"),
+        r#"{"body": {}, "uri": "https://127.0.0.1:1/my-account/1"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        broken.join("private_key.json"),
+        r#"{"kty": "RSA", "n": "AQAB"}"#,
+    )
+    .unwrap();
     let _daemon = install.start(Some(&pebble));
     let (ok, status) = install.cli(Some(&pebble), "status");
     assert!(ok);
@@ -724,4 +741,167 @@ fn sigkill_during_renewals_never_leaves_a_mismatched_pair_after_restart() {
         "archive versions: {:?}",
         std::fs::read_dir(install.archive()).unwrap().count() / 4
     );
+}
+
+/// Runs Debian's certbot with its directories inside `install` (the letsencrypt dir is certbot's
+/// config dir, as in Snikket's image); returns (success, stdout + stderr).
+fn certbot(install: &Install, pebble: &Pebble, args: &[&str]) -> (bool, String) {
+    let bin = Path::new("/usr/bin/certbot");
+    assert!(
+        bin.is_file(),
+        "`certbot` not found: install the Debian package `certbot` (apt-get install -y certbot)"
+    );
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(args)
+        .arg("--non-interactive")
+        .arg("--config-dir")
+        .arg(install.le())
+        .arg("--work-dir")
+        .arg(install.dir.path().join("certbot-work"))
+        .arg("--logs-dir")
+        .arg(install.dir.path().join("certbot-logs"))
+        .env("REQUESTS_CA_BUNDLE", &pebble.ca_bundle)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "certbot {} ({:?}): {text}",
+        args.first().unwrap_or(&""),
+        started.elapsed()
+    );
+    (out.status.success(), text)
+}
+
+/// The certbot account directories for `pebble` (one per account id).
+fn certbot_accounts(install: &Install, pebble: &Pebble) -> Vec<PathBuf> {
+    let server = pebble
+        .directory
+        .strip_prefix("https://")
+        .unwrap()
+        .to_string();
+    let dir = install.le().join("accounts").join(server);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn json_file(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&read(p)).unwrap()
+}
+
+/// An install switched over from Snikket's certbot: Debian's certbot registered its (RSA) account
+/// and issued the certificate. cert-manager renews with that same account, rolling its key over
+/// to P-256, and certbot itself can still use the account and renew afterwards (switching back).
+#[test]
+fn certbot_account_is_adopted_and_stays_usable_by_certbot() {
+    let install = Install::new(&[]);
+    std::fs::create_dir_all(install.challenges()).unwrap();
+    let webroot = install.dir.path().join("webroot");
+    std::fs::create_dir_all(webroot.join(".well-known")).unwrap();
+    std::os::unix::fs::symlink(
+        install.challenges(),
+        webroot.join(".well-known").join("acme-challenge"),
+    )
+    .unwrap();
+    let http = ChallengeServer::start(install.challenges(), true);
+    let pebble = start_pebble(http.port, None);
+
+    let mut args = vec![
+        "certonly",
+        "--agree-tos",
+        "--no-eff-email",
+        "-m",
+        "admin@example.com",
+        "--server",
+        &pebble.directory,
+        "--webroot",
+        "-w",
+    ];
+    let webroot_s = webroot.to_str().unwrap().to_string();
+    args.push(&webroot_s);
+    args.extend(["--cert-name", DOMAIN]);
+    for n in NAMES {
+        args.extend(["-d", n]);
+    }
+    let (ok, out) = certbot(&install, &pebble, &args);
+    assert!(ok, "certbot issuance failed: {out}");
+    let accounts = certbot_accounts(&install, &pebble);
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    let old_dir = accounts[0].clone();
+    let old_id = old_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let account_url = json_file(&old_dir.join("regr.json"))["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(json_file(&old_dir.join("private_key.json"))["kty"], "RSA");
+    let conf = install.le().join("renewal").join(format!("{DOMAIN}.conf"));
+    assert!(String::from_utf8_lossy(&read(&conf)).contains(&format!("account = {old_id}")));
+    let first_leaf = read(&install.archive().join("cert1.pem"));
+
+    let daemon = install.start(Some(&pebble));
+    let (ok, status) = install.cli(Some(&pebble), "status");
+    assert!(ok && status.contains("self-signed: false"), "{status}");
+    let (ok, out) = install.cli(Some(&pebble), "renew");
+    assert!(ok, "{out}");
+    drop(daemon);
+    assert!(install.is_real());
+    assert_ne!(read(&install.archive().join("cert2.pem")), first_leaf);
+    assert_eq!(install.leaf().0, sorted_names());
+
+    // Our stored account is certbot's account (same URL), now with an ECDSA key.
+    let ours: Vec<PathBuf> = std::fs::read_dir(install.le().join("accounts").join("snikket"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(
+        json_file(&ours[0])["credentials"]["id"].as_str().unwrap(),
+        account_url,
+        "the certbot account was adopted, not replaced"
+    );
+
+    // Certbot's files follow the new key: new id directory, EC JWK, renewal conf pointing at it.
+    let accounts = certbot_accounts(&install, &pebble);
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    let new_dir = &accounts[0];
+    let new_id = new_dir.file_name().unwrap().to_str().unwrap().to_string();
+    assert_ne!(new_id, old_id);
+    let jwk = json_file(&new_dir.join("private_key.json"));
+    assert_eq!(jwk["kty"], "EC");
+    assert_eq!(jwk["crv"], "P-256");
+    assert_eq!(
+        json_file(&new_dir.join("regr.json"))["uri"]
+            .as_str()
+            .unwrap(),
+        account_url
+    );
+    let conf_text = String::from_utf8_lossy(&read(&conf)).into_owned();
+    assert!(
+        conf_text.contains(&format!("account = {new_id}")),
+        "{conf_text}"
+    );
+
+    // Switching back: certbot loads the rewritten account (its id check is the MD5 of the new
+    // public key), the CA accepts its ES256 signature, and it renews the lineage we extended.
+    let (ok, out) = certbot(
+        &install,
+        &pebble,
+        &["show_account", "--server", &pebble.directory],
+    );
+    assert!(ok && out.contains(&account_url), "{out}");
+    let (ok, out) = certbot(
+        &install,
+        &pebble,
+        &["renew", "--force-renewal", "--no-random-sleep-on-renew"],
+    );
+    assert!(ok, "certbot renewal after adoption failed: {out}");
+    assert!(install.archive().join("cert3.pem").exists());
+    assert_eq!(install.leaf().0, sorted_names());
 }
