@@ -23,6 +23,17 @@ INTERVAL=${INTERVAL:-5}       # uclient -z: ms between messages per client
 ALLOCS=${ALLOCS:-300}         # clients for the allocation-rate run, per uclient process
 ALLOC_PROCS=${ALLOC_PROCS:-4} # concurrent uclient processes in the allocation-rate run
 ROUNDS=${ROUNDS:-3}           # runs per server; medians are reported
+# Each server is pinned to one core and the load to the others (as the XMPP bench does), so the
+# server's CPU figures are its own; with a single core nothing is pinned.
+if [ "$(nproc)" -ge 2 ]; then
+  SERVER_CPU=${SERVER_CPU:-0}
+  LOAD_CPUS=${LOAD_CPUS:-1-$(($(nproc) - 1))}
+  ON_SERVER=(taskset -c "$SERVER_CPU")
+  ON_LOAD=(taskset -c "$LOAD_CPUS")
+else
+  ON_SERVER=()
+  ON_LOAD=()
+fi
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
@@ -42,13 +53,13 @@ start_ours() {
   SNIKKET_TWEAK_TURNSERVER_SECRET=$SECRET SNIKKET_TWEAK_TURNSERVER_ALLOWED_PEERS=127.0.0.1 \
   SNIKKET_TWEAK_TURNSERVER_USER_QUOTA=10000 SNIKKET_TWEAK_TURNSERVER_MAX_BPS=0 \
   SNIKKET_TWEAK_TURN_GRPC_PORT=$(free_port) \
-    "$OURS" >"$WORK/ours.log" 2>&1 &
+    "${ON_SERVER[@]}" "$OURS" >"$WORK/ours.log" 2>&1 &
   echo $! >"$WORK/server.pid"
 }
 
 start_coturn() {
   PORT=$(free_port)
-  turnserver -n --no-cli --no-tls --no-dtls --log-file=stdout --simple-log \
+  "${ON_SERVER[@]}" turnserver -n --no-cli --no-tls --no-dtls --log-file=stdout --simple-log \
     -L 127.0.0.1 --relay-ip=127.0.0.1 --listening-port="$PORT" \
     --min-port=50000 --max-port=59999 --use-auth-secret --static-auth-secret=$SECRET \
     -r example.com --no-multicast-peers --no-tcp-relay --allowed-peer-ip=127.0.0.1 --allow-loopback-peers \
@@ -75,14 +86,14 @@ measure() { # name
   c0=$(cpu_secs "$pid")
   t0=$(date +%s.%N)
   for i in $(seq "$ALLOC_PROCS"); do
-    turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n 1 -m "$ALLOCS" -e 127.0.0.1 127.0.0.1 >"$WORK/$name-alloc-$i.out" 2>&1 &
+    "${ON_LOAD[@]}" turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n 1 -m "$ALLOCS" -e 127.0.0.1 127.0.0.1 >"$WORK/$name-alloc-$i.out" 2>&1 &
     pids+=($!)
   done
   wait "${pids[@]}" 2>/dev/null || true
   t1=$(date +%s.%N)
   c1=$(cpu_secs "$pid")
   # Relay throughput.
-  out=$(turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n "$MESSAGES" -m "$CLIENTS" -l "$LEN" -z "$INTERVAL" -e 127.0.0.1 127.0.0.1 2>&1 || true)
+  out=$("${ON_LOAD[@]}" turnutils_uclient -p "$PORT" -W $SECRET -u bench -y -c -n "$MESSAGES" -m "$CLIENTS" -l "$LEN" -z "$INTERVAL" -e 127.0.0.1 127.0.0.1 2>&1 || true)
   t2=$(date +%s.%N)
   c2=$(cpu_secs "$pid")
   sent=$( (echo "$out" | grep 'start_mclient: tot_send_msgs=' || true) | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/')
@@ -115,12 +126,18 @@ python3 - "$WORK/results.tsv" "$ROUNDS" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 cols = ["allocations/s", "server CPU ms/allocation", "relayed pkt/s", "Mbit/s",
-        "server CPU us/packet", "loss %", "peak RSS MiB"]
+        "server CPU us/packet", "loss %", "peak RSS MiB",
+        "capacity allocations/s/core", "capacity pkt/s/core"]
 med = {}
 for name in ("snikket", "coturn"):
     vals = [list(map(float, r[1:])) for r in rows if r[0] == name]
+    # What one saturated core sustains, from the CPU each allocation and packet cost: uclient
+    # paces its clients, so the measured rates show the load, these the server's limit.
+    for v in vals:
+        v.append(1000 / v[1] if v[1] else 0)
+        v.append(1e6 / v[4] if v[4] else 0)
     med[name] = [statistics.median(v[i] for v in vals) for i in range(len(cols))]
-print(f"medians of {sys.argv[2]} rounds (turnutils_uclient load on 127.0.0.1)")
+print(f"medians of {sys.argv[2]} rounds (turnutils_uclient load on 127.0.0.1; server pinned to one core)")
 print(f"{'':26}{'snikket-turn':>14}{'coturn':>14}{'ratio':>8}")
 for i, c in enumerate(cols):
     a, b = med["snikket"][i], med["coturn"][i]

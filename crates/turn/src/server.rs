@@ -86,11 +86,12 @@ pub enum ClientSink {
 }
 
 impl ClientSink {
-    /// Sends without waiting; a full buffer drops the packet, as UDP would.
-    pub fn send(&self, data: Vec<u8>) -> bool {
+    /// Sends without waiting; a full buffer drops the packet, as UDP would. A datagram goes out
+    /// straight from `data`; only a stream connection's writer needs a copy.
+    pub fn send(&self, data: &[u8]) -> bool {
         match self {
-            ClientSink::Udp { socket, peer } => socket.send_to(&data, *peer).is_ok(),
-            ClientSink::Stream(tx) => tx.try_send(data).is_ok(),
+            ClientSink::Udp { socket, peer } => socket.send_to(data, *peer).is_ok(),
+            ClientSink::Stream(tx) => tx.try_send(data.to_vec()).is_ok(),
         }
     }
 
@@ -904,10 +905,10 @@ impl Server {
                 }
                 Err(_) => break,
             };
-            let frame = match channel {
+            let sent = match channel {
                 Some(ch) => {
                     stun::encode_channel_data(ch, data, pad, &mut out);
-                    out.clone()
+                    a.sink.send(&out)
                 }
                 None => {
                     let mut tid = [0u8; 12];
@@ -915,10 +916,10 @@ impl Server {
                     let mut b = Builder::new(method::DATA, Class::Indication, tid);
                     b.add_xor_addr(attr::XOR_PEER_ADDRESS, peer)
                         .add(attr::DATA, data);
-                    b.into_bytes()
+                    a.sink.send(&b.into_bytes())
                 }
             };
-            if a.sink.send(frame) {
+            if sent {
                 bump(&self.stats.packets_from_peers, 1);
                 bump(&self.stats.bytes_from_peers, n as u64);
             }
