@@ -160,7 +160,12 @@ row "RSS idle (KiB)" "$(cat "$WORK/ours.rss_idle")" "$(cat "$WORK/prosody.rss_id
 row "KiB per idle session @$IDLE" "$(v ours.idle1 server_kib_per_session)" "$(v prosody.idle1 server_kib_per_session)"
 row "  sessions held @$IDLE" "$(v ours.idle1 idle_sessions)" "$(v prosody.idle1 idle_sessions)"
 if [ "$IDLE_BIG" -gt 0 ]; then
-row "KiB per idle session @$IDLE_BIG" "$(v ours.idle2 server_kib_per_session)" "$(v prosody.idle2 server_kib_per_session)"
+# The second point runs in the same process after the first one closed its sessions, and the
+# allocator keeps that memory for reuse: measure from the RSS before the first point, not from
+# the RSS just before this one (which would credit the reused memory as free).
+big() { awk -v a="$(v "$1.idle2" server_rss_after_kib)" -v b="$(v "$1.idle1" server_rss_before_kib)" \
+  -v n="$(v "$1.idle2" idle_sessions)" 'BEGIN{ if (n+0 > 0 && a != "" && b != "") printf "%.2f", (a-b)/n; else print "nan" }'; }
+row "KiB per idle session @$IDLE_BIG" "$(big ours)" "$(big prosody)"
 row "  sessions held @$IDLE_BIG" "$(v ours.idle2 idle_sessions)" "$(v prosody.idle2 idle_sessions)"
 fi
 row "logins/s (median)" "$(med ours logins logins_per_s)" "$(med prosody logins logins_per_s)"
