@@ -88,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         caps,
         caps_node,
         blocklists: Default::default(),
+        activity: Default::default(),
         store: data.store.clone(),
         router: router::Router::default(),
         tls,
