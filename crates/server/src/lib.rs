@@ -88,7 +88,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         caps,
         caps_node,
         blocklists: Default::default(),
-        activity: Default::default(),
         store: data.store.clone(),
         router: router::Router::default(),
         tls,

@@ -698,7 +698,9 @@ pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
     state
         .router
         .unregister(&me.username, &me.resource, session_id);
-    state.activity.touch(&state.store, &me.username).await;
+    if let Err(e) = state.store.touch_account(&me.username).await {
+        tracing::debug!(error = %e, "recording last activity failed");
+    }
 }
 
 /// Makes every member of the user's circles a mutual contact (spec 4.3), both ways, with the

@@ -46,8 +46,6 @@ pub struct State {
     pub caps_node: Option<String>,
     /// Cached blocklists (XEP-0191).
     pub blocklists: crate::blocking::Blocklists,
-    /// Last-activity writes, coalesced.
-    pub activity: Activity,
 }
 
 /// Locks a mutex, carrying on if a panicking holder poisoned it (the data stays consistent:
@@ -85,90 +83,5 @@ impl AuthThrottle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ip);
-    }
-}
-
-/// Last-activity bookkeeping (`accounts.last_active_at`, shown in the admin panel and counted
-/// for the 1/7/30-day active-user figures) without a database write at every connect and
-/// disconnect: a phone on a flaky network reconnects many times a minute, and each write takes
-/// SQLite's write lock. The stored time is kept accurate to [`Activity::GRANULARITY_SECS`].
-#[derive(Default)]
-pub struct Activity {
-    /// When each account's last-activity time was last written, Unix seconds.
-    written: Mutex<HashMap<String, i64>>,
-}
-
-impl Activity {
-    /// How stale the stored last-activity time may be.
-    pub const GRANULARITY_SECS: i64 = 60;
-    /// Above this many remembered accounts, entries older than the granularity are dropped.
-    const PRUNE_ABOVE: usize = 4096;
-
-    /// Records activity of `username` now: writes it unless it was written less than
-    /// [`Self::GRANULARITY_SECS`] ago.
-    pub async fn touch(&self, store: &Store, username: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        {
-            let mut written = lock(&self.written);
-            if written
-                .get(username)
-                .is_some_and(|&t| now - t < Self::GRANULARITY_SECS && t <= now)
-            {
-                return;
-            }
-            if written.len() > Self::PRUNE_ABOVE {
-                written.retain(|_, t| now - *t < Self::GRANULARITY_SECS);
-            }
-            written.insert(username.to_string(), now);
-        }
-        if let Err(e) = store.touch_account(username).await {
-            lock(&self.written).remove(username);
-            tracing::warn!(error = %e, "recording last activity failed");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use snikket_store::Role;
-
-    async fn last_active(store: &Store) -> i64 {
-        store
-            .account("alice")
-            .await
-            .unwrap()
-            .unwrap()
-            .last_active_at
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn activity_is_written_at_most_once_per_granularity() {
-        let dir = snikket_testkit::temp_dir();
-        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        let store = Store::open_url(&url).await.unwrap();
-        store
-            .create_account("alice", Role::Normal, &[], None)
-            .await
-            .unwrap();
-        let activity = Activity::default();
-        activity.touch(&store, "alice").await;
-        let first = last_active(&store).await;
-        // A reconnect a second later writes nothing.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        activity.touch(&store, "alice").await;
-        assert_eq!(last_active(&store).await, first);
-        // Once the last write is older than the granularity, the next touch writes.
-        lock(&activity.written).insert("alice".into(), first - Activity::GRANULARITY_SECS);
-        activity.touch(&store, "alice").await;
-        assert!(last_active(&store).await > first);
-        // A failed write is forgotten, so the next touch tries again.
-        store.close().await;
-        activity.touch(&store, "bob").await;
-        assert!(!lock(&activity.written).contains_key("bob"));
     }
 }

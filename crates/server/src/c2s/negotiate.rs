@@ -779,6 +779,8 @@ pub(super) async fn register_session(
     if kicked {
         tracing::debug!(user = %username, %resource, "replaced an older session with the same resource");
     }
-    state.activity.touch(&state.store, username).await;
+    if let Err(e) = state.store.touch_account(username).await {
+        tracing::warn!(error = %e, "recording last activity failed");
+    }
     Some((rx, session_id))
 }
