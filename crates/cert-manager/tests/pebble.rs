@@ -515,11 +515,7 @@ fn existing_certbot_layout_is_adopted() {
     let http = ChallengeServer::start(install.challenges(), true);
     let pebble = start_pebble(http.port, None);
     // A certbot account whose key cannot be used: a new account is registered instead.
-    let broken = install
-        .le()
-        .join("accounts")
-        .join(pebble.directory.strip_prefix("https://").unwrap())
-        .join("0123456789abcdef0123456789abcdef");
+    let broken = certbot_server_dir(&install, &pebble).join("0123456789abcdef0123456789abcdef");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(
         broken.join("regr.json"),
@@ -777,15 +773,17 @@ fn certbot(install: &Install, pebble: &Pebble, args: &[&str]) -> (bool, String) 
     (out.status.success(), text)
 }
 
+/// Certbot's account directory for `pebble`: `accounts/` + host:port + path of its directory URL.
+fn certbot_server_dir(install: &Install, pebble: &Pebble) -> PathBuf {
+    install
+        .le()
+        .join("accounts")
+        .join(pebble.directory.strip_prefix("https://").unwrap())
+}
+
 /// The certbot account directories for `pebble` (one per account id).
 fn certbot_accounts(install: &Install, pebble: &Pebble) -> Vec<PathBuf> {
-    let server = pebble
-        .directory
-        .strip_prefix("https://")
-        .unwrap()
-        .to_string();
-    let dir = install.le().join("accounts").join(server);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut v: Vec<PathBuf> = std::fs::read_dir(certbot_server_dir(install, pebble))
         .map(|it| it.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     v.sort();
