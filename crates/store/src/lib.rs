@@ -20,6 +20,7 @@ pub use repo::pep::{PepItem, PepNode};
 pub use repo::push::{new_registration, PushRegistration};
 pub use repo::roster::{RosterItem, Subscription};
 pub use repo::sessions::{NewSession, PortalSession};
+pub use repo::uploads::{QuotaExceeded, Upload};
 pub use repo::users::{days_ago, AccountChangeError, DAY_SECS};
 pub use time_now::now;
 

@@ -14,4 +14,5 @@ pub mod private;
 pub mod push;
 pub mod roster;
 pub mod sessions;
+pub mod uploads;
 pub mod users;
