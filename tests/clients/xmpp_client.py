@@ -1042,6 +1042,125 @@ async def scenario_cam(args):
     print("OK cam: listed %d clients, revoked the FAST one" % len(clients), flush=True)
     a.disconnect()
 
+def reach_http_directly(args):
+    """slixmpp PUTs to the slot's https://share.DOMAIN/ URL, which does not resolve in tests.
+    With --http the request goes to the server's internal HTTP port instead (plain HTTP on
+    loopback, path and headers untouched: what the web proxy would forward). With --https-via
+    ADDR it goes to the web proxy at ADDR over TLS for the URL's own host name (like curl
+    --resolve), verified against --ca."""
+    import aiohttp
+    import socket
+    import ssl
+    import yarl
+    from slixmpp.plugins.xep_0363 import http_upload
+
+    if args.https_via:
+        class Resolver(aiohttp.abc.AbstractResolver):
+            async def resolve(self, host, port=0, family=socket.AF_INET):
+                return [{"hostname": host, "host": args.https_via, "port": port,
+                         "family": socket.AF_INET, "proto": 0, "flags": 0}]
+
+            async def close(self):
+                pass
+
+        class ProxySession(aiohttp.ClientSession):
+            def __init__(self, *a, **kw):
+                ctx = ssl.create_default_context(cafile=args.ca)
+                kw["connector"] = aiohttp.TCPConnector(resolver=Resolver(), ssl=ctx)
+                super().__init__(*a, **kw)
+
+        http_upload.ClientSession = ProxySession
+        return
+    base = args.http.rstrip("/")
+
+    class DirectSession(aiohttp.ClientSession):
+        def put(self, url, **kw):
+            u = yarl.URL(url, encoded=True)
+            return super().put(yarl.URL(base + u.raw_path, encoded=True), **kw)
+
+    http_upload.ClientSession = DirectSession
+
+
+async def upload_client(user, password, args):
+    c = Client("%s@%s/up" % (user, args.domain), password, args)
+    c.register_plugin("xep_0363")
+    await c.start()
+    # The plugin's own find_upload_service() passes coroutines to asyncio.wait, which Python 3.11
+    # refuses (slixmpp 1.8.3), so the same discovery is done here step by step: the server's
+    # items, each item's info, and the size limit from the service's XEP-0128 form.
+    items = await c["xep_0030"].get_items(jid=args.domain, timeout=args.timeout)
+    for jid, _, _ in items["disco_items"]["items"]:
+        info = await c["xep_0030"].get_info(jid=jid, timeout=args.timeout)
+        identities = [(i[0], i[1]) for i in info["disco_info"]["identities"]]
+        if ("store", "file") not in identities or "urn:xmpp:http:upload:0" not in info["disco_info"]["features"]:
+            continue
+        c["xep_0363"].upload_service = info["from"]
+        for form in info["disco_info"].iterables:
+            values = form["values"]
+            if values["FORM_TYPE"] == ["urn:xmpp:http:upload:0"]:
+                c["xep_0363"].max_file_size = int(values["max-file-size"])
+        return c, info["from"]
+    fail("no upload service in the server's disco items")
+
+
+async def slot_error(c, service, filename, size, args):
+    """Asks for a slot that must be refused; returns (condition, text, error element)."""
+    try:
+        await c["xep_0363"].request_slot(service, filename, size, "application/octet-stream",
+                                         timeout=args.timeout)
+    except slixmpp.exceptions.IqError as e:
+        return e.iq["error"]["condition"], e.iq["error"]["text"], e.iq.xml.find("{jabber:client}error")
+    fail("slot for %s (%d bytes) was not refused" % (filename, size))
+
+
+async def scenario_upload(args):
+    """XEP-0363 with slixmpp's own plugin: discovery, the size limit it reads from the service's
+    form, a real upload of --count random bytes, and the refusals of spec 3.6. Prints the GET URL,
+    the SHA-256 of the data, and a fresh slot's PUT URL and Authorization header."""
+    import io
+    reach_http_directly(args)
+    a, service = await upload_client(args.user, args.password, args)
+    if str(service) != "share." + args.domain:
+        fail("upload service is %s" % service)
+    data = os.urandom(args.count)
+    url = await a["xep_0363"].upload_file("holiday photo.jpg", size=len(data), content_type="image/jpeg",
+                                          input_file=io.BytesIO(data), timeout=args.timeout)
+    if a["xep_0363"].max_file_size != 104857616:
+        fail("max-file-size read by slixmpp: %s" % a["xep_0363"].max_file_size)
+    cond, text, err = await slot_error(a, service, "big.bin", 104857617, args)
+    limit = err.find("{urn:xmpp:http:upload:0}file-too-large/{urn:xmpp:http:upload:0}max-file-size")
+    if cond != "not-acceptable" or text != "File too large" or limit is None or limit.text != "104857616":
+        fail("too large: %s %s %s" % (cond, text, ET.tostring(err)))
+    cond, text, _ = await slot_error(a, service, "a/b.txt", 10, args)
+    if (cond, text) != ("bad-request", "Invalid filename"):
+        fail("slash in file name: %s %s" % (cond, text))
+    slot = (await a["xep_0363"].request_slot(service, "note.txt", 5, "text/plain",
+                                             timeout=args.timeout))["http_upload_slot"]
+    headers = {h["name"]: h["value"] for h in slot["put"]["headers"]}
+    if slot["get"]["url"] != slot["put"]["url"] or "Authorization" not in headers:
+        fail("slot: %s" % slot)
+    print("OK %s %s %s %s" % (url, hashlib.sha256(data).hexdigest(), slot["put"]["url"],
+                              headers["Authorization"]), flush=True)
+    a.disconnect()
+
+
+async def scenario_upload_quota(args):
+    """Daily (per user) and global quotas, with a server configured for about 2 KiB per user per
+    day and 3 KiB in total."""
+    a, service = await upload_client(args.user, args.password, args)
+    b, _ = await upload_client(args.user2, args.password2, args)
+    await a["xep_0363"].request_slot(service, "a1.bin", 2000, timeout=args.timeout)
+    cond, text, _ = await slot_error(a, service, "a2.bin", 200, args)
+    if (cond, text) != ("resource-constraint", "Daily quota reached"):
+        fail("daily quota: %s %s" % (cond, text))
+    await b["xep_0363"].request_slot(service, "b1.bin", 1000, timeout=args.timeout)
+    cond, text, _ = await slot_error(b, service, "b2.bin", 300, args)
+    if (cond, text) != ("resource-constraint", "Server global storage quota reached"):
+        fail("global quota: %s %s" % (cond, text))
+    print("OK quotas", flush=True)
+    a.disconnect()
+    b.disconnect()
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -1061,6 +1180,8 @@ def main():
     p.add_argument("--expect", default="registered")
     p.add_argument("--direct-tls", action="store_true")
     p.add_argument("--group")
+    p.add_argument("--http", help="base URL of the server's internal HTTP service")
+    p.add_argument("--https-via", help="address of the web proxy that https URLs are sent to")
     p.add_argument("--count", type=int, default=3)
     p.add_argument("--timeout", type=float, default=20)
     args = p.parse_args()
@@ -1072,7 +1193,8 @@ def main():
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
           "private": scenario_private, "bookmarks": scenario_bookmarks,
-          "push": scenario_push, "cam": scenario_cam}.get(args.scenario)
+          "push": scenario_push, "cam": scenario_cam, "upload": scenario_upload,
+          "upload_quota": scenario_upload_quota}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

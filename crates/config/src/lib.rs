@@ -493,7 +493,8 @@ impl Config {
     }
 }
 
-fn url_escape(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters (for a URL path segment).
+pub fn url_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

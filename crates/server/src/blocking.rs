@@ -165,7 +165,7 @@ pub async fn check(state: &State, me: &Sender, to: &str) -> Blocked {
         Target::Local { username, .. } if username == me.username => return Blocked::No,
         Target::Local { username, .. } => Some(username),
         Target::Remote(_) => None,
-        Target::Server | Target::Invalid => return Blocked::No,
+        Target::Server | Target::Share | Target::Invalid => return Blocked::No,
     };
     if blocks(state, &me.username, &to_jid).await {
         return Blocked::BySender;

@@ -1,5 +1,6 @@
-//! The internal HTTP service (loopback by default): health now; uploads and WebSocket later.
+//! The internal HTTP service (loopback by default): health and file sharing (`upload::http`).
 
+use crate::upload::http as upload;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -15,6 +16,8 @@ use tokio::net::TcpListener;
 pub struct HttpState {
     /// The database.
     pub store: Store,
+    /// File sharing (XEP-0363).
+    pub uploads: std::sync::Arc<crate::upload::Uploads>,
 }
 
 /// Binds every configured internal interface.
@@ -44,6 +47,12 @@ pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/host_status_check", get(host_status))
+        .route("/upload", get(upload::info))
+        .route("/upload/", get(upload::info))
+        .route(
+            "/upload/{slot}/{*name}",
+            get(upload::get).put(upload::put).options(upload::preflight),
+        )
         .with_state(state)
 }
 

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod router;
 pub mod routing;
 pub mod state;
+pub mod upload;
 pub mod vcard;
 pub mod xep227;
 pub mod xml;
@@ -44,10 +45,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "server starting"
     );
     let tracker = TaskTracker::new();
+    let uploads = std::sync::Arc::new(
+        upload::Uploads::open(&config).context("creating the upload directory")?,
+    );
     let listeners = http::bind(&config).await?;
     for listener in listeners {
         let state = http::HttpState {
             store: data.store.clone(),
+            uploads: uploads.clone(),
         };
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -89,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         caps_node,
         blocklists: Default::default(),
         store: data.store.clone(),
+        uploads: uploads.clone(),
         router: router::Router::default(),
         tls,
         resolver,
@@ -109,6 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     api.attach(state.clone());
     retention::spawn(
         data.store.clone(),
+        uploads,
         state.config.server.retention_days,
         &tracker,
         shutdown.clone(),

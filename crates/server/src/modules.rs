@@ -79,7 +79,10 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
             Some(_) => xml::error_reply(iq, "item-not-found", None),
         },
         (true, NS_DISCO_ITEMS) => {
-            xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], vec![])))
+            // The services on subdomains: file sharing.
+            let share = state.config.share_domain();
+            let items = vec![el("item", NS_DISCO_ITEMS, &[("jid", &share)], vec![])];
+            xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], items)))
         }
         (true, NS_VERSION) => xml::iq_result(
             iq,

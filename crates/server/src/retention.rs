@@ -1,6 +1,7 @@
 //! `SNIKKET_RETENTION_DAYS` (spec 2, 4.2): archived messages older than the period are deleted,
 //! and accounts whose owners deleted them (XEP-0077 remove) are purged once the same grace period
-//! has passed, unless an admin restored them meanwhile. Runs hourly until shutdown.
+//! has passed, unless an admin restored them meanwhile; shared files expire after the same period.
+//! Runs hourly until shutdown.
 
 use snikket_runtime::{CancellationToken, TaskTracker};
 use snikket_store::Store;
@@ -11,6 +12,7 @@ const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Starts the hourly retention job.
 pub fn spawn(
     store: Store,
+    uploads: std::sync::Arc<crate::upload::Uploads>,
     retention_days: u32,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -20,7 +22,14 @@ pub fn spawn(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => run_once(&store, retention_days).await,
+                _ = tick.tick() => {
+                    run_once(&store, retention_days).await;
+                    match uploads.expire(&store).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "expired shared files"),
+                        Err(e) => tracing::warn!(error = %e, "expiring shared files failed"),
+                    }
+                }
             }
         }
     });

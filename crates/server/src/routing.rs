@@ -44,6 +44,8 @@ pub enum Target {
         username: String,
         resource: Option<String>,
     },
+    /// The file sharing service, `share.DOMAIN`.
+    Share,
     /// Another domain.
     Remote(String),
     /// Not a valid address.
@@ -56,6 +58,12 @@ pub fn target(state: &State, to: &str) -> Target {
         return Target::Invalid;
     };
     let domain = jid.domain().as_str();
+    if domain == state.config.share_domain() {
+        return match jid.node() {
+            None => Target::Share,
+            Some(_) => Target::Invalid,
+        };
+    }
     if domain != state.config.domain.ascii {
         return Target::Remote(domain.to_string());
     }
@@ -136,6 +144,10 @@ async fn iq(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
     match target {
         Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
         Target::Remote(_) => vec![remote_refusal(state, me, &stanza).await],
+        Target::Share if matches!(kind, "get" | "set") => {
+            vec![crate::upload::iq(state, me, &stanza).await]
+        }
+        Target::Share => Vec::new(),
         Target::Local {
             username,
             resource: Some(resource),
@@ -202,7 +214,10 @@ async fn message(state: &State, me: &Sender, mut stanza: Element) -> Vec<Element
     let replies = match target(state, &to) {
         Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
         Target::Remote(_) => vec![remote_refusal(state, me, &stanza).await],
-        Target::Server => Vec::new(),
+        Target::Share if kind != "error" => {
+            vec![xml::error_reply(&stanza, "service-unavailable", None)]
+        }
+        Target::Server | Target::Share => Vec::new(),
         Target::Local { username, resource } => {
             deliver_message(state, &username, resource.as_deref(), &kind, stanza).await
         }

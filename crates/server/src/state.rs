@@ -16,6 +16,8 @@ pub struct State {
     pub config: Config,
     /// The database.
     pub store: Store,
+    /// File sharing (XEP-0363): the `share.DOMAIN` service.
+    pub uploads: Arc<crate::upload::Uploads>,
     /// Live sessions.
     pub router: Router,
     /// TLS for client connections.

@@ -18,6 +18,7 @@ struct Server {
     data: tempfile::TempDir,
     port: u16,
     tls_port: u16,
+    http_port: u16,
     ca: PathBuf,
 }
 
@@ -65,6 +66,7 @@ fn start_with(extra: &[(&str, &str)]) -> Server {
         data,
         port,
         tls_port,
+        http_port,
         ca: ca_path,
     }
 }
@@ -1458,4 +1460,203 @@ fn stored_fast_tokens(data: &Path, user: &str) -> Vec<Vec<u8>> {
         let tokens = store.fast_tokens(user, CLIENT_ID).await.unwrap();
         tokens.into_iter().map(|t| t.token_hash).collect()
     })
+}
+
+/// The response to `req`, sent with a fresh client (the internal HTTP service speaks plain HTTP).
+fn http(
+    rt: &tokio::runtime::Runtime,
+    req: reqwest::RequestBuilder,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    rt.block_on(async {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.bytes().await.unwrap().to_vec())
+    })
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// XEP-0363 end to end: slixmpp discovers `share.DOMAIN`, uploads 3 MB through its own HTTP code,
+/// and the file comes back with the download headers of spec 3.6; a limited user can upload too.
+#[test]
+fn files_are_shared_with_http_upload() {
+    use sha2::Digest;
+    let s = start();
+    let t1 = s.invite(&[]);
+    let t2 = s.invite(&["--role", "limited"]);
+    s.registered("ivy", "file sharing password", &t1);
+    s.registered("jon", "limited user password", &t2);
+    let base = format!("http://127.0.0.1:{}", s.http_port);
+    let mut results = Vec::new();
+    for (user, password) in [
+        ("ivy", "file sharing password"),
+        ("jon", "limited user password"),
+    ] {
+        let (ok, out) = s.client(
+            "upload",
+            &[
+                "--user",
+                user,
+                "--password",
+                password,
+                "--count",
+                "3000000",
+                "--http",
+                &base,
+            ],
+        );
+        assert!(ok, "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("OK "))
+            .unwrap()
+            .to_string();
+        results.push(line);
+    }
+    let fields: Vec<&str> = results[0].split(' ').collect();
+    let (get_url, sha, put_url, auth) = (fields[1], fields[2], fields[3], fields[4..].join(" "));
+    assert!(
+        get_url.starts_with("https://share.chat.test/upload/")
+            && get_url.ends_with("/holiday%20photo.jpg"),
+        "{get_url}"
+    );
+    let local = |url: &str| format!("{base}/upload/{}", url.split_once("/upload/").unwrap().1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = reqwest::Client::new();
+
+    // The download: whole, ranged, HEAD, CORS.
+    let (status, h, body) = http(
+        &rt,
+        c.get(local(get_url))
+            .header("Origin", "https://web.example"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(format!("{:x}", sha2::Sha256::digest(&body)), sha);
+    assert_eq!(header(&h, "content-type"), "image/jpeg");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "inline; filename*=UTF-8''holiday%20photo.jpg"
+    );
+    assert_eq!(header(&h, "cache-control"), "max-age=31556952, immutable");
+    assert_eq!(
+        header(&h, "content-security-policy"),
+        "default-src 'none'; media-src 'self'; frame-ancestors 'none';"
+    );
+    assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&h, "x-frame-options"), "DENY");
+    assert_eq!(header(&h, "accept-ranges"), "bytes");
+    assert_eq!(
+        header(&h, "access-control-allow-origin"),
+        "https://web.example"
+    );
+    assert_eq!(header(&h, "access-control-allow-credentials"), "true");
+    let (status, h, part) = http(&rt, c.get(local(get_url)).header("Range", "bytes=10-19"));
+    assert_eq!(status, 206);
+    assert_eq!(part, body[10..20]);
+    assert_eq!(header(&h, "content-range"), "bytes 10-19/3000000");
+    let (status, _, _) = http(&rt, c.get(local(get_url)).header("Range", "bytes=3000000-"));
+    assert_eq!(status, 416);
+    let (status, h, empty) = http(&rt, c.head(local(get_url)));
+    assert_eq!((status, empty.len()), (200, 0));
+    assert_eq!(header(&h, "content-length"), "3000000");
+    // The limited user's upload is stored as well.
+    let jon: Vec<&str> = results[1].split(' ').collect();
+    let (status, _, body) = http(&rt, c.get(local(jon[1])));
+    assert_eq!(status, 200);
+    assert_eq!(format!("{:x}", sha2::Sha256::digest(&body)), jon[2]);
+
+    // The PUT rules, on a fresh 5-byte slot.
+    let put = local(put_url);
+    let (status, h, _) = http(&rt, c.put(&put).body("hello"));
+    assert_eq!(status, 401);
+    assert_eq!(header(&h, "www-authenticate"), "Bearer");
+    let (status, _, _) = http(
+        &rt,
+        c.put(&put)
+            .header("Authorization", "Bearer wrong")
+            .body("hello"),
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        &rt,
+        c.put(&put).header("Authorization", &auth).body("hello!"),
+    );
+    assert_eq!(status, 413);
+    let (status, _, _) = http(&rt, c.put(&put).header("Authorization", &auth).body("hell"));
+    assert_eq!(status, 400);
+    // Not there until it is complete.
+    let (status, _, _) = http(&rt, c.get(&put));
+    assert_eq!(status, 404);
+    let (status, _, _) = http(
+        &rt,
+        c.put(&put).header("Authorization", &auth).body("hello"),
+    );
+    assert_eq!(status, 201);
+    let (status, _, _) = http(
+        &rt,
+        c.put(&put).header("Authorization", &auth).body("hello"),
+    );
+    assert_eq!(status, 409);
+    let (status, h, body) = http(&rt, c.get(&put));
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(header(&h, "content-type"), "text/plain");
+    let (status, h, _) = http(
+        &rt,
+        c.request(reqwest::Method::OPTIONS, &put)
+            .header("Origin", "https://web.example")
+            .header("Access-Control-Request-Method", "PUT"),
+    );
+    assert_eq!(status, 200);
+    assert!(header(&h, "access-control-allow-headers").contains("Authorization"));
+    assert!(header(&h, "access-control-allow-methods").contains("PUT"));
+
+    // Unknown and malformed slots, and the information page.
+    for path in [
+        "/upload/nosuchslot/x.jpg",
+        "/upload/..%2F..%2Fetc/passwd",
+        "/upload/a.part/x",
+    ] {
+        let (status, _, _) = http(&rt, c.get(format!("{base}{path}")));
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _, page) = http(&rt, c.get(format!("{base}/upload/")));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("File sharing"));
+
+    // The files are on the data volume, one per slot, with nothing partial left behind.
+    let dir = s.data.path().join("server/uploads");
+    let mut sizes: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .inspect(|e| assert!(!e.file_name().to_string_lossy().ends_with(".part")))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![5, 3_000_000, 3_000_000]);
+}
+
+/// The daily per-user quota and the server's storage quota, with their error texts.
+#[test]
+fn upload_quotas_are_enforced() {
+    let s = start_with(&[
+        // About 2 KiB per user per day and 3 KiB in all.
+        ("SNIKKET_DAILY_UPLOAD_LIMIT_PER_USER_GB", "0.000002"),
+        ("SNIKKET_UPLOAD_STORAGE_GB", "0.000003"),
+    ]);
+    let t1 = s.invite(&[]);
+    let t2 = s.invite(&[]);
+    s.registered("kim", "quota test password", &t1);
+    s.registered("lou", "second quota password", &t2);
+    let (ok, out) = s.two_users(
+        "upload_quota",
+        ("kim", "quota test password"),
+        ("lou", "second quota password"),
+    );
+    assert!(ok, "{out}");
 }

@@ -1065,6 +1065,7 @@ async fn scenario(pg_url: Option<&str>) {
     assert_eq!(info.active_30d, 3);
     assert!(info.uptime_seconds >= 0);
     assert_eq!(info.connected_now, Some(0), "no XMPP sessions in this test");
+    assert_eq!(info.upload_bytes, Some(0), "no file was shared yet");
 
     // Announcements (spec 5.5.6): a preview to the admin, then to everyone; offline accounts
     // find it in their offline messages.

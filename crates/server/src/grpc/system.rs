@@ -22,8 +22,7 @@ impl pb::system_server::System for AdminApi {
         Ok(Response::new(pb::ServerInfo {
             memory_bytes: usage.map(|u| u.rss_bytes),
             cpu_seconds: usage.map(|u| u.cpu_seconds),
-            // File sharing (XEP-0363) stores nothing yet.
-            upload_bytes: None,
+            upload_bytes: store.uploads_total_bytes().await.ok(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             site_name: self.config().site_name.clone(),
             domain: self.config().domain.unicode.clone(),
