@@ -60,7 +60,7 @@ images:
 	deploy/build-images.sh
 
 e2e:
-	@$(call apt_install,coturn curl jq docker-compose openssl tar python3-slixmpp)
+	@$(call apt_install,coturn curl jq docker-compose openssl tar python3-slixmpp python3-aiohttp)
 	tests/compose/e2e.sh
 
 bench:

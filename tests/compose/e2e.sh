@@ -306,6 +306,29 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+step "file sharing: slixmpp uploads through the proxy (XEP-0363), curl downloads"
+if [[ -n ${have[snikket_proxy]:-} && $xmpp_ok == 1 ]]; then
+    if xc upload --user alice --password 'correct horse battery' --count 300000 --https-via 127.0.0.1 \
+        >"$work/x4.log" 2>&1; then
+        read -r _ url sha _ < <(grep '^OK' "$work/x4.log")
+        host=${url#https://}
+        host=${host%%/*}
+        host=${host%%:*}
+        got=$(curl -sk --max-time 10 --resolve "$host:$https_port:127.0.0.1" "$url" | sha256sum | cut -d' ' -f1)
+        if [[ $host == "share.$domain" && $got == "$sha" ]]; then
+            pass "300 kB uploaded to share.$domain and downloaded intact"
+        else
+            fail "download of $url: sha256 $got, uploaded $sha"
+        fi
+    else
+        tail -n 20 "$work/x4.log"
+        fail "upload through the proxy"
+    fi
+else
+    skip "file sharing (needs the web-proxy image and a working XMPP login)"
+fi
+
+# ---------------------------------------------------------------------------------------------
 step "portal: an admin logs in and lists the invitations"
 if [[ -n ${have[snikket_portal]:-} && -n ${have[snikket_proxy]:-} && $xmpp_ok == 1 ]]; then
     jar=$work/portal-cookies
