@@ -716,7 +716,7 @@ impl api::system_server::System for Fake {
             memory_bytes: Some(50 * 1024 * 1024),
             // 1 % of the uptime above.
             cpu_seconds: Some(1831.45),
-            upload_bytes: None,
+            upload_bytes: Some(3 * 1024 * 1024 + 512 * 1024),
         }))
     }
 
@@ -2464,7 +2464,7 @@ async fn admin_system_page() {
             // Metrics: the server's figures, the portal's and the host's own.
             "<tr><th>Average CPU use</th><td>1.0 %</td></tr>",
             "<tr><th>Current memory use</th><td>50 MiB</td></tr>",
-            "<tr><th>Storage used by shared files</th><td>unknown</td></tr>",
+            "<tr><th>Storage used by shared files</th><td>3.5 MiB</td></tr>",
             "System load (5 minute average)",
             "Of that, Snikket uses",
             // Nothing answers at the other services' status address.
