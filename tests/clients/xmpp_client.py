@@ -1161,6 +1161,75 @@ async def scenario_upload_quota(args):
     a.disconnect()
     b.disconnect()
 
+def muc_client(user, password, resource, args):
+    c = Client("%s@%s/%s" % (user, args.domain, resource), password, args)
+    c.register_plugin("xep_0045")
+    c.register_plugin("xep_0060")
+    c.groupchat = asyncio.Queue()
+    c.add_event_handler("groupchat_message", lambda m: c.groupchat.put_nowait(m))
+    return c
+
+
+async def scenario_muc(args):
+    """A circle's group chat (--group ROOM) with slixmpp's XEP-0045 plugin: --user and --user2
+    are circle members, --user3 is not."""
+    room = args.group
+    a = muc_client(args.user, args.password, "a", args)
+    b = muc_client(args.user2, args.password2, "b", args)
+    c = muc_client(args.user3, args.password3, "c", args)
+    for x in (a, b, c):
+        await x.start()
+    # Members got an autojoin bookmark for the circle's chat at login.
+    rooms = await modern_rooms(b, b.boundjid.bare)
+    if rooms.get(room, (None, False))[1] is not True:
+        fail("no autojoin bookmark for %s: %s" % (room, rooms))
+    muc = "xep_0045"
+    pres, _, _, _ = await a[muc].join_muc_wait(room, "Alice", maxstanzas=20, timeout=args.timeout)
+    codes = {s.get("code") for s in pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
+    item = pres.xml.find("{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}item")
+    if not {"110", "100"} <= codes or item is None or item.get("jid") != str(a.boundjid):
+        fail("self-presence: %s" % pres)
+    a.send_message(mto=room, mbody="before bob", mtype="groupchat")
+    await expect(a.groupchat, lambda m: m["body"] == "before bob", args.timeout, "reflection of a's message")
+    _, _, occupants, history = await b[muc].join_muc_wait(room, "Bob", maxstanzas=20, timeout=args.timeout)
+    if [o["from"].resource for o in occupants if o["from"].resource != "Bob"] != ["Alice"]:
+        fail("occupants seen by b: %s" % [str(o["from"]) for o in occupants])
+    if [m["body"] for m in history] != ["before bob"]:
+        fail("history seen by b: %s" % [m["body"] for m in history])
+    b.send_message(mto=room, mbody="hi all", mtype="groupchat")
+    m = await expect(a.groupchat, lambda m: m["body"] == "hi all", args.timeout, "b's message at a")
+    sid = m.xml.find("{urn:xmpp:sid:0}stanza-id")
+    if m["from"] != room + "/Bob" or sid is None or sid.get("by") != room:
+        fail("message at a: %s" % m)
+    members = {str(j) for j in await a[muc].get_affiliation_list(room, "member", timeout=args.timeout)}
+    if members != {a.boundjid.bare, b.boundjid.bare}:
+        fail("member list: %s" % members)
+    info = await a["xep_0030"].get_info(jid=room, timeout=args.timeout)
+    features = set(info["disco_info"]["features"])
+    if not {"muc_membersonly", "muc_nonanonymous", "http://jabber.org/protocol/muc"} <= features:
+        fail("room features: %s" % features)
+    # Someone outside the circle can neither join nor post.
+    try:
+        await c[muc].join_muc_wait(room, "Carl", timeout=args.timeout)
+        fail("a non-member joined")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "registration-required":
+            fail("non-member join refused with %s" % e.condition)
+    c.send_message(mto=room, mbody="let me in", mtype="groupchat")
+    err = await expect(c.errors, lambda m: m["from"] == room, args.timeout, "error for c's message")
+    if err["error"]["condition"] != "not-acceptable":
+        fail("c's message: %s" % err)
+    # Leaving is seen by the others.
+    left = asyncio.get_event_loop().create_future()
+    a.add_event_handler("muc::%s::got_offline" % room,
+                        lambda p: left.done() or left.set_result(p["from"].resource))
+    b[muc].leave_muc(room, "Bob")
+    if await asyncio.wait_for(left, args.timeout) != "Bob":
+        fail("leave")
+    print("OK group chat: join, history, messages, members, refusals, leave", flush=True)
+    for x in (a, b, c):
+        x.disconnect()
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -1194,7 +1263,7 @@ def main():
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
           "private": scenario_private, "bookmarks": scenario_bookmarks,
           "push": scenario_push, "cam": scenario_cam, "upload": scenario_upload,
-          "upload_quota": scenario_upload_quota}.get(args.scenario)
+          "upload_quota": scenario_upload_quota, "muc": scenario_muc}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

@@ -114,6 +114,38 @@ pub async fn legacy_get(state: &State, me: &Sender) -> Result<Element, StoreErro
     Ok(el("storage", NS_LEGACY, &[], children))
 }
 
+/// Gives `username` an autojoin bookmark for each group chat of the circle (spec 4.3) it does not
+/// have a bookmark for yet; a bookmark the user changed or removed is left alone once it exists.
+pub async fn circle_chats(state: &State, username: &str, circle_id: &str) {
+    let chats = match state.store.circle_chats(circle_id).await {
+        Ok(c) if c.is_empty() => return,
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing circle chats failed");
+            return;
+        }
+    };
+    let have = match state.store.pep_items(username, NODE, &[], i64::MAX).await {
+        Ok(items) => items.into_iter().map(|i| i.id).collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading bookmarks failed");
+            return;
+        }
+    };
+    for chat in chats.iter().filter(|c| !have.contains(&c.room_jid)) {
+        let room = Room {
+            name: Some(chat.name.clone()),
+            autojoin: true,
+            ..Room::default()
+        };
+        let item = conference(NODE, None, &room);
+        if let Err(e) = pep::publish_as(state, username, NODE, OPTIONS, &chat.room_jid, &item).await
+        {
+            tracing::warn!(error = %e, "adding a circle chat bookmark failed");
+        }
+    }
+}
+
 /// A legacy client stored `<storage/>`: make the PEP node say the same.
 pub async fn legacy_set(state: &State, me: &Sender, storage: &Element) -> Result<(), StoreError> {
     let wanted = rooms_from_legacy(storage);

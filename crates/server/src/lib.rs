@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod http;
 pub mod init;
 pub mod modules;
+pub mod muc;
 pub mod onboarding;
 pub mod ops;
 pub mod pep;
@@ -93,6 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         caps,
         caps_node,
         blocklists: Default::default(),
+        muc: Default::default(),
         store: data.store.clone(),
         uploads: uploads.clone(),
         router: router::Router::default(),

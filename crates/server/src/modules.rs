@@ -79,9 +79,11 @@ pub async fn server_iq(state: &State, me: &Sender, iq: &Element) -> Element {
             Some(_) => xml::error_reply(iq, "item-not-found", None),
         },
         (true, NS_DISCO_ITEMS) => {
-            // The services on subdomains: file sharing.
-            let share = state.config.share_domain();
-            let items = vec![el("item", NS_DISCO_ITEMS, &[("jid", &share)], vec![])];
+            // The services on subdomains: circle group chats and file sharing.
+            let items = [state.config.groups_domain(), state.config.share_domain()]
+                .iter()
+                .map(|jid| el("item", NS_DISCO_ITEMS, &[("jid", jid)], vec![]))
+                .collect();
             xml::iq_result(iq, Some(el("query", NS_DISCO_ITEMS, &[], items)))
         }
         (true, NS_VERSION) => xml::iq_result(

@@ -76,6 +76,19 @@ pub fn target(state: &State, to: &str) -> Target {
     }
 }
 
+/// The group chat address `to` names, if it is on `groups.DOMAIN`.
+fn groups_address(state: &State, to: &str) -> Option<crate::muc::Address> {
+    let jid = jid::Jid::new(to).ok()?;
+    let groups = state.config.groups_domain();
+    if jid.domain().as_str() != groups {
+        return None;
+    }
+    Some(crate::muc::Address {
+        room: jid.node().map(|n| format!("{}@{groups}", n.as_str())),
+        nick: jid.resource().map(|r| r.as_str().to_string()),
+    })
+}
+
 /// The error for a stanza to another domain. Federation is not available yet, so everyone gets
 /// `remote-server-not-found`, except limited users, who get the policy error of spec 4.1.
 async fn remote_refusal(state: &State, me: &Sender, stanza: &Element) -> Element {
@@ -119,6 +132,9 @@ fn carbon(kind: &str, bare: &str, to_full: &str, original: &Element) -> Element 
 pub async fn from_client(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
     if let Some(replies) = crate::blocking::gate(state, me, &stanza).await {
         return replies;
+    }
+    if let Some(addr) = stanza.attr("to").and_then(|to| groups_address(state, to)) {
+        return crate::muc::from_client(state, me, addr, stanza).await;
     }
     match stanza.name() {
         "iq" => iq(state, me, stanza).await,
@@ -357,6 +373,7 @@ async fn presence(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
             Vec::new()
         }
         (Some("unavailable"), None) => {
+            crate::muc::session_ended(state, &me.full);
             broadcast(state, me, &stanza, false).await;
             Vec::new()
         }
@@ -710,6 +727,7 @@ pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
         broadcast(state, me, &p, false).await;
     }
     state.pep.session_ended(&me.full);
+    crate::muc::session_ended(state, &me.full);
     state
         .router
         .unregister(&me.username, &me.resource, session_id);
@@ -731,6 +749,7 @@ pub async fn sync_circles(state: &State, username: &str) {
     let domain = &state.config.domain.ascii;
     let me = format!("{username}@{domain}");
     for circle_id in circles {
+        crate::bookmarks::circle_chats(state, username, &circle_id).await;
         let (name, members) = match (
             state.store.circle(&circle_id).await,
             state.store.circle_members(&circle_id).await,

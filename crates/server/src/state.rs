@@ -46,6 +46,8 @@ pub struct State {
     pub caps: Option<minidom::Element>,
     /// The `node#ver` of `caps`, which disco#info answers to.
     pub caps_node: Option<String>,
+    /// Occupants and recent messages of circle group chats.
+    pub muc: crate::muc::Rooms,
     /// Cached blocklists (XEP-0191).
     pub blocklists: crate::blocking::Blocklists,
 }

@@ -1660,3 +1660,54 @@ fn upload_quotas_are_enforced() {
     );
     assert!(ok, "{out}");
 }
+
+/// A circle's group chat (spec 4.3) with slixmpp's MUC plugin: members get an autojoin bookmark,
+/// join, see history and each other's messages, list the members; an outsider is refused.
+#[test]
+fn circle_members_chat_in_their_group_chat() {
+    let s = start();
+    let t1 = s.invite(&["--group", "default"]);
+    let t2 = s.invite(&["--group", "default"]);
+    let t3 = s.invite(&[]);
+    s.registered("mia", "group chat password", &t1);
+    s.registered("ned", "another group password", &t2);
+    s.registered("ola", "outsider password here", &t3);
+    // The admin panel attaches a chat to the circle; here the store is used directly.
+    let db = s.data.path().join("server/snikket.sqlite");
+    let room = "family@groups.chat.test";
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = snikket_store::Store::open_url(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            assert!(store.circles_of("ola").await.unwrap().is_empty());
+            store
+                .add_circle_chat(snikket_store::DEFAULT_CIRCLE_ID, room, "Family")
+                .await
+                .unwrap();
+            store.close().await;
+        });
+    let (ok, out) = s.client(
+        "muc",
+        &[
+            "--user",
+            "mia",
+            "--password",
+            "group chat password",
+            "--user2",
+            "ned",
+            "--password2",
+            "another group password",
+            "--user3",
+            "ola",
+            "--password3",
+            "outsider password here",
+            "--group",
+            room,
+        ],
+    );
+    assert!(ok, "{out}");
+}

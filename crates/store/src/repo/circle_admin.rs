@@ -66,6 +66,17 @@ impl Store {
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
+    /// The circle id and the chat name of a circle group chat, by its room address.
+    pub async fn chat_circle(&self, room_jid: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(String, String)> = with_pool!(self, p => sqlx::query_as(
+            "SELECT circle_id, name FROM circle_chats WHERE room_jid = $1 ORDER BY circle_id LIMIT 1",
+        )
+        .bind(room_jid)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row)
+    }
+
     /// Attaches a chat to a circle. Fails with `NotFound` for an unknown circle and `Conflict`
     /// if the room is already attached.
     pub async fn add_circle_chat(
@@ -209,6 +220,11 @@ mod tests {
                 .await
                 .unwrap());
             assert_eq!(store.circle_chats(&c.circle_id).await.unwrap(), vec![chat]);
+            assert_eq!(
+                store.chat_circle("r1@groups.example.com").await.unwrap(),
+                Some((c.circle_id.clone(), "Chat".to_string()))
+            );
+            assert_eq!(store.chat_circle("r0@groups.example.com").await.unwrap(), None);
 
             assert!(store.delete_circle(&c.circle_id).await.unwrap());
             assert!(!store.delete_circle(&c.circle_id).await.unwrap());
