@@ -8,7 +8,7 @@
 
 use crate::routing::Sender;
 use crate::state::{lock, State};
-use crate::xml::{self, el, text_el, NS_CLIENT};
+use crate::xml::{self, el, NS_CLIENT};
 use minidom::Element;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-const NS_DATA: &str = "jabber:x:data";
+use crate::xml::NS_DATA;
 const NS_DELAY: &str = "urn:xmpp:delay";
 const NS_SID: &str = "urn:xmpp:sid:0";
 /// Messages a joiner gets as history at most.
@@ -111,18 +111,7 @@ fn room_info(name: &str) -> Element {
     ] {
         children.push(feature(f));
     }
-    let field = |var: &str, kind: Option<&str>, value: &str| {
-        let mut attrs = vec![("var", var)];
-        if let Some(k) = kind {
-            attrs.push(("type", k));
-        }
-        el(
-            "field",
-            NS_DATA,
-            &attrs,
-            vec![text_el("value", NS_DATA, value)],
-        )
-    };
+    let field = xml::form_field;
     children.push(el(
         "x",
         NS_DATA,
@@ -556,6 +545,7 @@ fn message(state: &State, me: &Sender, addr: Address, mut stanza: Element) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xml::text_el;
 
     #[test]
     fn room_info_says_what_omemo_clients_look_for() {

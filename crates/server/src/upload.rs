@@ -33,7 +33,7 @@ const MAX_FILENAME: usize = 255;
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
-const NS_DATA: &str = "jabber:x:data";
+use crate::xml::NS_DATA;
 
 /// The upload service: where files go, the URLs handed out and the quotas.
 pub struct Uploads {
@@ -211,18 +211,7 @@ pub async fn iq(state: &State, me: &Sender, iq: &Element) -> Element {
 
 /// The service's disco#info (spec 3.6): identity, feature and the XEP-0128 size form.
 pub fn disco_info() -> Element {
-    let field = |var: &str, kind: Option<&str>, value: &str| {
-        let mut attrs = vec![("var", var)];
-        if let Some(k) = kind {
-            attrs.push(("type", k));
-        }
-        el(
-            "field",
-            NS_DATA,
-            &attrs,
-            vec![text_el("value", NS_DATA, value)],
-        )
-    };
+    let field = xml::form_field;
     el(
         "query",
         NS_DISCO_INFO,

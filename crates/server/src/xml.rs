@@ -114,6 +114,23 @@ pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
     reply
 }
 
+/// `jabber:x:data` (XEP-0004 data forms).
+pub const NS_DATA: &str = "jabber:x:data";
+
+/// A data form field with one value, and a `type` when given.
+pub fn form_field(var: &str, kind: Option<&str>, value: &str) -> Element {
+    let mut attrs = vec![("var", var)];
+    if let Some(k) = kind {
+        attrs.push(("type", k));
+    }
+    el(
+        "field",
+        NS_DATA,
+        &attrs,
+        vec![text_el("value", NS_DATA, value)],
+    )
+}
+
 /// The first child element (the IQ payload).
 pub fn payload(iq: &Element) -> Option<&Element> {
     iq.children().next()
