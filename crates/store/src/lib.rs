@@ -16,6 +16,7 @@ pub use repo::archive::{ArchiveEntry, ArchivePage, ArchiveQuery, Archived};
 pub use repo::circles::{Circle, CircleChat, DEFAULT_CIRCLE_ID};
 pub use repo::fast::FastToken;
 pub use repo::invites::{new_token, Invite, InviteKind, InviteProblem, NewInvite};
+pub use repo::muc::MucRoom;
 pub use repo::pep::{PepItem, PepNode};
 pub use repo::push::{new_registration, PushRegistration};
 pub use repo::roster::{RosterItem, Subscription};

@@ -8,6 +8,7 @@ pub mod circle_admin;
 pub mod circles;
 pub mod fast;
 pub mod invites;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod private;
