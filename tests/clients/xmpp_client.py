@@ -1230,6 +1230,92 @@ async def scenario_muc(args):
     for x in (a, b, c):
         x.disconnect()
 
+async def scenario_muc_own(args):
+    """A group chat someone creates in the app (--group ROOM, not existing yet): --user creates and
+    configures it, makes --user2 a member, invites --user3 through the room; then the subject, a
+    refused affiliation change, a kick and the room's destruction."""
+    room = args.group
+    a = muc_client(args.user, args.password, "a", args)
+    b = muc_client(args.user2, args.password2, "b", args)
+    c = muc_client(args.user3, args.password3, "c", args)
+    invites = asyncio.Queue()
+    c.add_event_handler("groupchat_invite", lambda m: invites.put_nowait(m))
+    for x in (a, b, c):
+        await x.start()
+    muc = "xep_0045"
+    pres, _, _, _ = await a[muc].join_muc_wait(room, "Ann", timeout=args.timeout)
+    codes = {s.get("code") for s in pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
+    if "201" not in codes:
+        fail("no 201 (created) in the creator's presence: %s" % pres)
+    form = await a[muc].get_room_config(room, timeout=args.timeout)
+    form.set_values({"muc#roomconfig_roomname": "Ski trip", "muc#roomconfig_membersonly": True,
+                     "muc#roomconfig_whois": "anyone", "muc#roomconfig_persistentroom": True})
+    await a[muc].set_room_config(room, form, timeout=args.timeout)
+    info = await a["xep_0030"].get_info(jid=room, timeout=args.timeout)
+    features = set(info["disco_info"]["features"])
+    names = [i[3] for i in info["disco_info"]["identities"]]
+    if not {"muc_membersonly", "muc_nonanonymous", "muc_persistent"} <= features or names != ["Ski trip"]:
+        fail("room after configuration: %s %s" % (features, names))
+    # Not a member yet: refused; made a member: in.
+    try:
+        await b[muc].join_muc_wait(room, "Bob", timeout=args.timeout)
+        fail("b joined a members-only room without being a member")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "registration-required":
+            fail("b refused with %s" % e.condition)
+    await a[muc].set_affiliation(room, "member", jid=b.boundjid.bare, timeout=args.timeout)
+    await b[muc].join_muc_wait(room, "Bob", timeout=args.timeout)
+    # A mediated invitation makes c a member.
+    a[muc].invite(room, c.boundjid.bare, "come along")
+    inv = await asyncio.wait_for(invites.get(), args.timeout)
+    if inv["from"] != room:
+        fail("invitation: %s" % inv)
+    await c[muc].join_muc_wait(room, "Cy", timeout=args.timeout)
+    members = {str(j) for j in await b[muc].get_affiliation_list(room, "member", timeout=args.timeout)}
+    if members != {b.boundjid.bare, c.boundjid.bare}:
+        fail("member list: %s" % members)
+    # The owner sets the subject; a member may not hand out affiliations.
+    subjects = asyncio.Queue()
+    b.add_event_handler("groupchat_subject", lambda m: subjects.put_nowait(m["subject"]))
+    a[muc].set_subject(room, "Packing list")
+    if await asyncio.wait_for(subjects.get(), args.timeout) != "Packing list":
+        fail("subject")
+    try:
+        await b[muc].set_affiliation(room, "admin", jid=c.boundjid.bare, timeout=args.timeout)
+        fail("a member made someone admin")
+    except slixmpp.exceptions.IqError as e:
+        if e.iq["error"]["condition"] not in ("forbidden", "not-allowed"):
+            fail("member's affiliation change refused with %s" % e.iq["error"]["condition"])
+    # A kick: c sees status 307 in its own unavailable presence.
+    kicked = asyncio.get_event_loop().create_future()
+
+    def on_unavailable(p):
+        if p["from"].bare == room and p["type"] == "unavailable" and not kicked.done():
+            kicked.set_result({s.get("code") for s in p.xml.iter("{http://jabber.org/protocol/muc#user}status")})
+    # The MUC plugin reports room presences as groupchat_presence, not presence_unavailable.
+    c.add_event_handler("groupchat_presence", on_unavailable)
+    await a[muc].set_role(room, "Cy", "none", timeout=args.timeout)
+    if "307" not in await asyncio.wait_for(kicked, args.timeout):
+        fail("kick without status 307")
+    # Destroyed: b is told, and the room is gone.
+    gone = asyncio.get_event_loop().create_future()
+    b.add_event_handler("groupchat_presence",
+                        lambda p: gone.done() or p["type"] != "unavailable" or p["from"].resource != "Bob"
+                        or gone.set_result(p.xml.find(
+                            "{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}destroy")))
+    await a[muc].destroy(room, timeout=args.timeout)
+    if await asyncio.wait_for(gone, args.timeout) is None:
+        fail("no <destroy/> in the unavailable presence")
+    try:
+        await a["xep_0030"].get_info(jid=room, timeout=args.timeout)
+        fail("the destroyed room still answers")
+    except slixmpp.exceptions.IqError as e:
+        if e.iq["error"]["condition"] != "item-not-found":
+            fail("destroyed room: %s" % e.iq["error"]["condition"])
+    print("OK own group chat: create, configure, members, invite, subject, kick, destroy", flush=True)
+    for x in (a, b, c):
+        x.disconnect()
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -1263,7 +1349,8 @@ def main():
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
           "private": scenario_private, "bookmarks": scenario_bookmarks,
           "push": scenario_push, "cam": scenario_cam, "upload": scenario_upload,
-          "upload_quota": scenario_upload_quota, "muc": scenario_muc}.get(args.scenario)
+          "upload_quota": scenario_upload_quota, "muc": scenario_muc,
+          "muc_own": scenario_muc_own}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

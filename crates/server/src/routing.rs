@@ -373,7 +373,7 @@ async fn presence(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
             Vec::new()
         }
         (Some("unavailable"), None) => {
-            crate::muc::session_ended(state, &me.full);
+            crate::muc::session_ended(state, &me.full).await;
             broadcast(state, me, &stanza, false).await;
             Vec::new()
         }
@@ -727,7 +727,7 @@ pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
         broadcast(state, me, &p, false).await;
     }
     state.pep.session_ended(&me.full);
-    crate::muc::session_ended(state, &me.full);
+    crate::muc::session_ended(state, &me.full).await;
     state
         .router
         .unregister(&me.username, &me.resource, session_id);

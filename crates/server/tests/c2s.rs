@@ -1711,3 +1711,39 @@ fn circle_members_chat_in_their_group_chat() {
     );
     assert!(ok, "{out}");
 }
+
+/// A group chat created from an app (XEP-0045 with slixmpp): configuration, affiliations, a
+/// mediated invitation, the subject, a kick and destruction.
+#[test]
+fn people_create_and_run_their_own_group_chats() {
+    let s = start();
+    let users = [
+        ("pia", "owner of the chat pw"),
+        ("quin", "member of the chat pw"),
+        ("rae", "invited to chat pw"),
+    ];
+    for (user, password) in users {
+        let t = s.invite(&[]);
+        s.registered(user, password, &t);
+    }
+    let (ok, out) = s.client(
+        "muc_own",
+        &[
+            "--user",
+            users[0].0,
+            "--password",
+            users[0].1,
+            "--user2",
+            users[1].0,
+            "--password2",
+            users[1].1,
+            "--user3",
+            users[2].0,
+            "--password3",
+            users[2].1,
+            "--group",
+            "ski-trip@groups.chat.test",
+        ],
+    );
+    assert!(ok, "{out}");
+}
