@@ -1226,8 +1226,19 @@ async def scenario_muc(args):
     b[muc].leave_muc(room, "Bob")
     if await asyncio.wait_for(left, args.timeout) != "Bob":
         fail("leave")
-    print("OK group chat: join, history, messages, members, refusals, leave", flush=True)
-    for x in (a, b, c):
+    # A member who is not connected at all gets group messages at the next login.
+    b.disconnect()
+    await asyncio.sleep(0.5)
+    a.send_message(mto=room, mbody="while you were away", mtype="groupchat")
+    await expect(a.groupchat, lambda m: m["body"] == "while you were away", args.timeout, "reflection")
+    b2 = muc_client(args.user2, args.password2, "b2", args)
+    await b2.start()
+    m = await expect(b2.groupchat, lambda m: m["body"] == "while you were away", args.timeout,
+                     "group message delivered offline")
+    if m["from"] != room + "/Alice":
+        fail("offline group message from %s" % m["from"])
+    print("OK group chat: join, history, messages, members, refusals, leave, offline delivery", flush=True)
+    for x in (a, b2, c):
         x.disconnect()
 
 async def scenario_muc_own(args):

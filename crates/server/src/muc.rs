@@ -9,15 +9,16 @@
 //!   invitations and destruction. Their configuration and affiliations are in the store.
 //!
 //! Occupants live in memory. A message is reflected to every occupant with a room stanza id and
-//! kept in a short in-memory history that joiners receive. Not done: a room archive (MAM),
-//! offline delivery of group messages, nickname registration, moderation beyond kicking.
+//! kept in a short in-memory history that joiners receive; members who are not connected at all
+//! get it in offline storage and a push notification. Not done: a room archive (MAM), nickname
+//! registration, moderation beyond kicks and bans.
 
 use crate::routing::Sender;
 use crate::state::{lock, State};
 use crate::xml::{self, el, NS_CLIENT, NS_DATA};
 use minidom::Element;
 use snikket_store::MucRoom;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 /// `http://jabber.org/protocol/muc`.
@@ -1067,7 +1068,7 @@ fn not_occupant(stanza: &Element) -> Vec<Element> {
     )]
 }
 
-async fn message(state: &State, me: &Sender, addr: Address, mut stanza: Element) -> Vec<Element> {
+async fn message(state: &State, me: &Sender, addr: Address, stanza: Element) -> Vec<Element> {
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     if kind == "error" {
         return Vec::new();
@@ -1089,34 +1090,60 @@ async fn message(state: &State, me: &Sender, addr: Address, mut stanza: Element)
     if let Some(subject) = subject {
         return change_subject(state, me, &room, &stanza, subject).await;
     }
+    match reflect(state, me, &room, addr.nick, stanza, &kind) {
+        Reflected::Replies(r) => r,
+        Reflected::Stored(stanza, present) => {
+            offline_delivery(state, &room, stanza, &present).await;
+            Vec::new()
+        }
+    }
+}
+
+/// What became of a message in a room.
+enum Reflected {
+    /// Answers for the sender (errors), or nothing.
+    Replies(Vec<Element>),
+    /// Reflected and kept in the history; the users who are in the room.
+    Stored(Element, HashSet<String>),
+}
+
+/// Sends a message to its occupant (private) or to everyone (groupchat), under the room's lock.
+fn reflect(
+    state: &State,
+    me: &Sender,
+    room: &str,
+    to_nick: Option<String>,
+    mut stanza: Element,
+    kind: &str,
+) -> Reflected {
     let mut rooms = lock(&state.muc.rooms);
-    let Some(r) = rooms.get_mut(&room) else {
-        return not_occupant(&stanza);
+    let Some(r) = rooms.get_mut(room) else {
+        return Reflected::Replies(not_occupant(&stanza));
     };
     let Some(nick) = nick_of(r, me) else {
-        return not_occupant(&stanza);
+        return Reflected::Replies(not_occupant(&stanza));
     };
     let from = format!("{room}/{nick}");
-    if let Some(to_nick) = addr.nick {
+    if let Some(to_nick) = to_nick {
         // A private message to one occupant.
         let Some(target) = r.occupants.get(&to_nick) else {
-            return vec![xml::error_reply(&stanza, "item-not-found", None)];
+            return Reflected::Replies(vec![xml::error_reply(&stanza, "item-not-found", None)]);
         };
         xml::set_attr(&mut stanza, "from", &from);
         xml::set_attr(&mut stanza, "to", &target.full);
         stanza.append_child(el("x", NS_MUC_USER, &[], vec![]));
         send(state, target, stanza);
-        return Vec::new();
+        return Reflected::Replies(Vec::new());
     }
     if kind != "groupchat" {
-        return vec![xml::error_reply(&stanza, "bad-request", None)];
+        return Reflected::Replies(vec![xml::error_reply(&stanza, "bad-request", None)]);
     }
     xml::set_attr(&mut stanza, "from", &from);
     xml::remove_attr(&mut stanza, "to");
     stanza.append_child(el(
         "stanza-id",
         NS_SID,
-        &[("id", &crate::archive::new_archive_id()), ("by", &room)],
+        &[("id", &crate::archive::new_archive_id()), ("by", room)],
         vec![],
     ));
     for o in r.occupants.values() {
@@ -1126,19 +1153,57 @@ async fn message(state: &State, me: &Sender, addr: Address, mut stanza: Element)
     }
     let has_body = stanza.get_child("body", NS_CLIENT).is_some()
         || stanza.children().any(|c| c.name() == "encrypted");
-    if has_body {
-        r.history.push_back((stanza, now_stamp()));
-        while r.history.len() > HISTORY {
-            r.history.pop_front();
-        }
+    if !has_body {
+        return Reflected::Replies(Vec::new());
     }
-    Vec::new()
+    r.history.push_back((stanza.clone(), now_stamp()));
+    while r.history.len() > HISTORY {
+        r.history.pop_front();
+    }
+    let present = r.occupants.values().map(|o| o.username.clone()).collect();
+    Reflected::Stored(stanza, present)
 }
 
 fn now_stamp() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Group messages for members who are not connected at all (spec 3.5, `muc_offline_delivery`):
+/// each gets the message in offline storage, delivered at the next login, and a push
+/// notification wakes their phone. Members online elsewhere rejoin and get the history.
+async fn offline_delivery(state: &State, room: &str, stanza: Element, present: &HashSet<String>) {
+    let kind = match lookup(state, room).await {
+        Ok(Some(k)) => k,
+        Ok(None) | Err(Failed) => return,
+    };
+    let Ok(members) = affiliations(state, &kind).await else {
+        return;
+    };
+    let suffix = format!("@{}", state.config.domain.ascii);
+    for (jid, aff) in members {
+        let Some(user) = jid.strip_suffix(&suffix) else {
+            continue;
+        };
+        if aff < Aff::Member
+            || present.contains(user)
+            || !state.router.available_resources(user).is_empty()
+        {
+            continue;
+        }
+        let mut copy = stanza.clone();
+        xml::set_attr(&mut copy, "to", &jid);
+        let text = match snikket_xmpp::framing::writer::element_to_bytes(&copy) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => continue,
+        };
+        if let Err(e) = state.store.store_offline(user, &text).await {
+            tracing::warn!(error = %e, "storing a group message offline failed");
+            continue;
+        }
+        crate::push::offline(state, user, &copy).await;
+    }
 }
 
 /// A subject change: occupants of an own room that allows it, or its moderators.
