@@ -67,7 +67,10 @@ impl Store {
     }
 
     /// The circle id and the chat name of a circle group chat, by its room address.
-    pub async fn chat_circle(&self, room_jid: &str) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn chat_circle(
+        &self,
+        room_jid: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
         let row: Option<(String, String)> = with_pool!(self, p => sqlx::query_as(
             "SELECT circle_id, name FROM circle_chats WHERE room_jid = $1 ORDER BY circle_id LIMIT 1",
         )
@@ -224,7 +227,10 @@ mod tests {
                 store.chat_circle("r1@groups.example.com").await.unwrap(),
                 Some((c.circle_id.clone(), "Chat".to_string()))
             );
-            assert_eq!(store.chat_circle("r0@groups.example.com").await.unwrap(), None);
+            assert_eq!(
+                store.chat_circle("r0@groups.example.com").await.unwrap(),
+                None
+            );
 
             assert!(store.delete_circle(&c.circle_id).await.unwrap());
             assert!(!store.delete_circle(&c.circle_id).await.unwrap());
