@@ -1189,6 +1189,14 @@ async def scenario_muc(args):
     item = pres.xml.find("{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}item")
     if not {"110", "100"} <= codes or item is None or item.get("jid") != str(a.boundjid):
         fail("self-presence: %s" % pres)
+    # XEP-0410 self-ping: answered for an occupant, not-acceptable for someone not in the room.
+    await a["xep_0199"].send_ping(room + "/Alice", timeout=args.timeout)
+    try:
+        await c["xep_0199"].send_ping(room + "/Carl", timeout=args.timeout)
+        fail("self-ping of a non-occupant answered")
+    except slixmpp.exceptions.IqError as e:
+        if e.iq["error"]["condition"] != "not-acceptable":
+            fail("self-ping of a non-occupant: %s" % e.iq["error"]["condition"])
     a.send_message(mto=room, mbody="before bob", mtype="groupchat")
     await expect(a.groupchat, lambda m: m["body"] == "before bob", args.timeout, "reflection of a's message")
     _, _, occupants, history = await b[muc].join_muc_wait(room, "Bob", maxstanzas=20, timeout=args.timeout)

@@ -386,9 +386,19 @@ async fn iq(state: &State, me: &Sender, addr: Address, iq: &Element) -> Vec<Elem
             xml::error_reply(iq, "service-unavailable", None)
         }];
     };
-    if addr.nick.is_some() {
-        // IQs to occupants (vCards, pings) are not relayed.
-        return vec![xml::error_reply(iq, "service-unavailable", None)];
+    if let Some(nick) = &addr.nick {
+        // XEP-0410 self-ping: the room answers for its occupants, and tells a client that is not
+        // (or no longer, say after a restart) in the room so, and it joins again. Other IQs to
+        // occupants (vCards) are not relayed.
+        let mine = lock(&state.muc.rooms)
+            .get(&room)
+            .and_then(|r| nick_of(r, me))
+            .map(|n| &n == nick);
+        return vec![match mine {
+            None => xml::error_reply(iq, "not-acceptable", None),
+            Some(true) if get && is("ping", "urn:xmpp:ping") => xml::iq_result(iq, None),
+            Some(_) => xml::error_reply(iq, "service-unavailable", None),
+        }];
     }
     let room_kind = match lookup(state, &room).await {
         Ok(Some(k)) => k,
