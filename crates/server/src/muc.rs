@@ -1202,6 +1202,10 @@ async fn offline_delivery(state: &State, room: &str, stanza: Element, present: &
         {
             continue;
         }
+        // Affiliations outlive deleted accounts.
+        if !matches!(state.store.account(user).await, Ok(Some(_))) {
+            continue;
+        }
         let mut copy = stanza.clone();
         xml::set_attr(&mut copy, "to", &jid);
         let text = match snikket_xmpp::framing::writer::element_to_bytes(&copy) {
