@@ -69,6 +69,7 @@ bench:
 	crates/turn/bench/compare-coturn.sh
 	crates/web-proxy/bench/bench.sh 10
 	crates/loadgen/bench/compare-prosody.sh
+	crates/server/bench/upload-memory.sh
 
 # Each fuzz target runs for FUZZ_SECONDS (libFuzzer via cargo-fuzz, nightly toolchain).
 FUZZ_SECONDS ?= 60
