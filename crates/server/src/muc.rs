@@ -766,6 +766,27 @@ async fn owner(
     Ok(xml::iq_result(iq, None))
 }
 
+/// An admin took a chat away from a circle: the room is closed (occupants get `<destroy/>`) and
+/// the autojoin bookmarks the members were given are removed, so their apps do not join (and so
+/// create) it again.
+pub async fn circle_chat_removed(state: &State, circle_id: &str, room: &str) {
+    destroy(state, room);
+    let members = match state.store.circle_members(circle_id).await {
+        Ok(m) => m,
+        Err(e) => {
+            store_err(e);
+            return;
+        }
+    };
+    for member in members {
+        if let Err(e) =
+            crate::pep::retract_as(state, &member, crate::bookmarks::NODE, room).await
+        {
+            tracing::warn!(error = %e, user = %member, "removing a circle chat bookmark failed");
+        }
+    }
+}
+
 /// Sends every occupant away because the room is gone.
 fn destroy(state: &State, room: &str) {
     let Some(r) = lock(&state.muc.rooms).remove(room) else {

@@ -282,6 +282,9 @@ impl pb::circles_server::Circles for AdminApi {
                 "no such chat in this circle",
             ));
         }
+        if let Ok(state) = self.live() {
+            crate::muc::circle_chat_removed(state, &circle.circle_id, &jid).await;
+        }
         tracing::info!(admin = %caller.username, circle = %circle.circle_id, room = %jid, "circle chat removed");
         Ok(Response::new(self.circle_message(circle).await?))
     }
