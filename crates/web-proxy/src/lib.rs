@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod route;
 pub mod shared_js;
 pub mod tls;
+pub mod upstream;
 
 pub use error::{ProxyError, UpstreamError};
 

@@ -6,6 +6,7 @@ use crate::forwarded;
 use crate::pages;
 use crate::route::{self, Backend, Names, Route, Scheme, Upstream};
 use crate::shared_js;
+use crate::upstream::{Pool, PooledBody};
 use crate::UpstreamError;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -13,9 +14,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use snikket_config::Config;
 use snikket_runtime::{CertResolver, TaskTracker};
@@ -40,8 +39,6 @@ pub const SERVER: &str = "Snikket";
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Backend or client silence tolerated for BOSH and WebSocket (spec 6.2: 900 s).
 pub const LONG_TIMEOUT: Duration = Duration::from_secs(900);
-/// Connecting to a backend.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// nginx's default `client_max_body_size`.
 const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 
@@ -54,9 +51,8 @@ pub struct State {
     has_errors: PathBuf,
     shared_js_root: PathBuf,
     default_limit: u64,
-    portal: String,
-    server: String,
-    client: Client<HttpConnector, Body>,
+    portal: Arc<Pool>,
+    server: Arc<Pool>,
     /// Whether port 80 keeps serving once certificates exist (`SNIKKET_TWEAK_WEB_PROXY_PROTOS`).
     pub serve_http: bool,
     /// Whether ACME is on: then a self-signed bootstrap certificate is temporary and plain HTTP
@@ -79,13 +75,6 @@ impl State {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> State {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector);
         State {
             names: Names {
                 main: config.domain.ascii.to_lowercase(),
@@ -100,12 +89,14 @@ impl State {
             shared_js_root: PathBuf::from(shared_js::ROOT),
             default_limit: DEFAULT_BODY_LIMIT
                 .max(u64::from(config.portal.max_avatar_size) + DEFAULT_BODY_LIMIT),
-            portal: authority(&config.proxy.portal_host, config.portal.port),
-            server: authority(
+            portal: Arc::new(Pool::new(authority(
+                &config.proxy.portal_host,
+                config.portal.port,
+            ))),
+            server: Arc::new(Pool::new(authority(
                 &config.proxy.internal_http_host,
                 config.server.internal_http_port,
-            ),
-            client,
+            ))),
             serve_http: config.proxy.serve_http,
             acme: config.certs.acme,
             resolver,
@@ -380,10 +371,7 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     header_str(h, &header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
-    if e.is_connect() {
-        return UpstreamError::Connect(format!("{e:?}"));
-    }
+fn classify(e: hyper::Error) -> UpstreamError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(s) = src {
         if s.is::<http_body_util::LengthLimitError>() {
@@ -413,12 +401,12 @@ async fn forward(
     let upgrade =
         u.websocket && req.version() == Version::HTTP_11 && wants_websocket(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let authority = match u.backend {
+    let pool = match u.backend {
         Backend::Portal => &state.portal,
         Backend::Server => &state.server,
     };
-    let uri: Uri = format!("http://{authority}{}", u.path_and_query)
-        .parse()
+    // Origin form: the connection already goes to the backend.
+    let uri = Uri::try_from(u.path_and_query.as_str())
         .map_err(|e| UpstreamError::Protocol(format!("bad upstream uri: {e}")))?;
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -476,7 +464,33 @@ async fn forward(
     } else {
         READ_TIMEOUT
     };
-    let fut = state.client.request(out);
+    let fut = async {
+        // A connection for an upgrade is never reused: its future runs in a task of its own,
+        // where hyper can hand the socket over to the tunnel.
+        let reusable = if upgrade { None } else { pool.checkout().await };
+        let (mut conn, reused) = match reusable {
+            Some(c) => (c, true),
+            None => (pool.connect().await?, false),
+        };
+        if upgrade {
+            conn.spawn_with_upgrades();
+        }
+        match conn.send(out).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(mut e) => match e.take_message() {
+                // The backend closed the idle connection before the request went out: once
+                // more on a new connection, as an HTTP client does.
+                Some(out) if reused => {
+                    let mut conn = pool.connect().await?;
+                    match conn.send(out).await {
+                        Ok(resp) => Ok((resp, conn)),
+                        Err(e) => Err(classify(e.into_error())),
+                    }
+                }
+                _ => Err(classify(e.into_error())),
+            },
+        }
+    };
     tokio::pin!(fut);
     let result = loop {
         let seen = last.load(Ordering::Relaxed);
@@ -490,7 +504,7 @@ async fn forward(
             }
         }
     };
-    let mut resp = result.map_err(classify)?;
+    let (mut resp, conn) = result?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -524,10 +538,15 @@ async fn forward(
             HeaderValue::from_static("*"),
         );
     }
-    Ok(Response::from_parts(
-        parts,
-        crate::idle_body::IdleBody::new(body, idle).boxed_unsync(),
-    ))
+    // Bodies on reusable connections drive the connection themselves (see `upstream`); after an
+    // upgrade request the connection's own task does.
+    let body = if upgrade {
+        crate::idle_body::IdleBody::new(body, idle).boxed_unsync()
+    } else {
+        crate::idle_body::IdleBody::new(PooledBody::new(body, conn, pool.clone()), idle)
+            .boxed_unsync()
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Copies bytes both ways until either side closes, nothing moves for `idle`, or shutdown.
