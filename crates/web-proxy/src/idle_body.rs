@@ -15,10 +15,15 @@ use tokio::time::{Instant, Sleep};
 pub struct IdleTimeout(pub Duration);
 
 /// Wraps a body with an idle timer that restarts at every frame.
+///
+/// The timer is armed only when the body has to wait: a body whose frames are ready whenever
+/// they are asked for (a small response read in one go) never touches the timer wheel.
 pub struct IdleBody<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the timer was last armed.
+    moved: bool,
 }
 
 impl<B> IdleBody<B> {
@@ -27,7 +32,8 @@ impl<B> IdleBody<B> {
         IdleBody {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
+            moved: false,
         }
     }
 }
@@ -47,14 +53,25 @@ where
         let me = &mut *self;
         match Pin::new(&mut me.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                let next = Instant::now() + me.idle;
-                me.timer.as_mut().reset(next);
+                me.moved = true;
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match me.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(me.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let timer = match &mut me.timer {
+                    Some(t) => {
+                        if me.moved {
+                            t.as_mut().reset(Instant::now() + me.idle);
+                        }
+                        t
+                    }
+                    None => me.timer.insert(Box::pin(tokio::time::sleep(me.idle))),
+                };
+                me.moved = false;
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(me.idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
