@@ -779,9 +779,7 @@ pub async fn circle_chat_removed(state: &State, circle_id: &str, room: &str) {
         }
     };
     for member in members {
-        if let Err(e) =
-            crate::pep::retract_as(state, &member, crate::bookmarks::NODE, room).await
-        {
+        if let Err(e) = crate::pep::retract_as(state, &member, crate::bookmarks::NODE, room).await {
             tracing::warn!(error = %e, user = %member, "removing a circle chat bookmark failed");
         }
     }
