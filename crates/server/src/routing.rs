@@ -58,7 +58,7 @@ pub fn target(state: &State, to: &str) -> Target {
         return Target::Invalid;
     };
     let domain = jid.domain().as_str();
-    if domain == state.config.share_domain() {
+    if subdomain(domain, "share", &state.config.domain.ascii) {
         return match jid.node() {
             None => Target::Share,
             Some(_) => Target::Invalid,
@@ -78,15 +78,33 @@ pub fn target(state: &State, to: &str) -> Target {
 
 /// The group chat address `to` names, if it is on `groups.DOMAIN`.
 fn groups_address(state: &State, to: &str) -> Option<crate::muc::Address> {
-    let jid = jid::Jid::new(to).ok()?;
-    let groups = state.config.groups_domain();
-    if jid.domain().as_str() != groups {
+    // Runs for every stanza with a `to`: most are not for group chats, so they are passed over
+    // without parsing the address or building the domain name.
+    if !to
+        .as_bytes()
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"groups."))
+    {
         return None;
     }
+    let jid = jid::Jid::new(to).ok()?;
+    let ascii = &state.config.domain.ascii;
+    if !subdomain(jid.domain().as_str(), "groups", ascii) {
+        return None;
+    }
+    let groups = jid.domain().as_str();
     Some(crate::muc::Address {
         room: jid.node().map(|n| format!("{}@{groups}", n.as_str())),
         nick: jid.resource().map(|r| r.as_str().to_string()),
     })
+}
+
+/// Whether `domain` is `<label>.<ascii>` (compared without building that string).
+fn subdomain(domain: &str, label: &str, ascii: &str) -> bool {
+    domain
+        .strip_prefix(label)
+        .and_then(|rest| rest.strip_prefix('.'))
+        == Some(ascii)
 }
 
 /// The error for a stanza to another domain. Federation is not available yet, so everyone gets
