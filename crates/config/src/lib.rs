@@ -161,6 +161,10 @@ pub struct ServerConfig {
     pub c2s_direct_tls_port: u16,
     /// Server-to-server port.
     pub s2s_port: u16,
+    /// Fixed addresses for remote domains (`domain` → `host:port`), consulted before DNS.
+    pub s2s_routes: Vec<(String, String)>,
+    /// Extra CA certificates (PEM file) trusted for remote servers' certificates.
+    pub s2s_cafile: Option<std::path::PathBuf>,
     /// Internal HTTP port (uploads, websocket, health).
     pub internal_http_port: u16,
     /// Internal HTTP addresses.
@@ -1003,6 +1007,19 @@ fn read_all(r: &Reader<'_>) -> Option<Config> {
     let c2s_port = r.port("SNIKKET_TWEAK_C2S_PORT", 5222);
     let c2s_direct_tls_port = r.port("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", 5223);
     let s2s_port = r.port("SNIKKET_TWEAK_S2S_PORT", 5269);
+    let s2s_routes = match r.raw("SNIKKET_TWEAK_S2S_ROUTES") {
+        None => Vec::new(),
+        Some(v) => match parse_routes(v) {
+            Ok(routes) => routes,
+            Err(msg) => {
+                r.problem("SNIKKET_TWEAK_S2S_ROUTES", Some(v), msg);
+                Vec::new()
+            }
+        },
+    };
+    let s2s_cafile = r
+        .opt("SNIKKET_TWEAK_S2S_CAFILE")
+        .map(std::path::PathBuf::from);
     let internal_http_port = r.port("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", 5280);
     let mut internal_http_interfaces =
         r.ip_list("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1,::1");
@@ -1275,6 +1292,8 @@ fn read_all(r: &Reader<'_>) -> Option<Config> {
             c2s_port,
             c2s_direct_tls_port,
             s2s_port,
+            s2s_routes,
+            s2s_cafile,
             internal_http_port,
             internal_http_interfaces,
             grpc_port: server_grpc_port,
@@ -1354,3 +1373,19 @@ fn read_all(r: &Reader<'_>) -> Option<Config> {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses `domain=host:port` pairs separated by commas or spaces.
+fn parse_routes(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut routes = Vec::new();
+    for pair in v.split([',', ' ']).filter(|p| !p.is_empty()) {
+        let bad = || format!("{pair:?} is not domain=host:port (pairs separated by commas)");
+        let (domain, addr) = pair.split_once('=').ok_or_else(bad)?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+        if domain.is_empty() || host.is_empty() || !port_ok {
+            return Err(bad());
+        }
+        routes.push((domain.to_ascii_lowercase(), addr.to_string()));
+    }
+    Ok(routes)
+}

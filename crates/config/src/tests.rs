@@ -392,6 +392,12 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("SNIKKET_TWEAK_C2S_PORT", "0", "from 1 to 65535"),
     ("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", "0", "from 1 to 65535"),
     ("SNIKKET_TWEAK_S2S_PORT", "0", "from 1 to 65535"),
+    (
+        "SNIKKET_TWEAK_S2S_ROUTES",
+        "b.test=127.0.0.1",
+        "domain=host:port",
+    ),
+    ("SNIKKET_TWEAK_S2S_ROUTES", "b.test=h:0", "domain=host:port"),
     ("SNIKKET_TWEAK_GRPC_INTERFACE", "0.0.0.0", "loopback"),
     ("SNIKKET_TWEAK_SERVER_GRPC_PORT", "0", "from 1 to 65535"),
     ("SNIKKET_TWEAK_CERTS_GRPC_PORT", "0", "from 1 to 65535"),
@@ -606,5 +612,20 @@ fn docs_table_is_current() {
     assert!(
         have == want,
         "docs/config.md is out of date; run `UPDATE_DOCS=1 cargo test -p snikket-config`"
+    );
+}
+
+#[test]
+fn s2s_routes_are_domain_host_port_pairs() {
+    let c = ok(&[(
+        "SNIKKET_TWEAK_S2S_ROUTES",
+        "B.test=127.0.0.1:15269, groups.b.test=[::1]:5269",
+    )]);
+    assert_eq!(
+        c.server.s2s_routes,
+        vec![
+            ("b.test".to_string(), "127.0.0.1:15269".to_string()),
+            ("groups.b.test".to_string(), "[::1]:5269".to_string()),
+        ]
     );
 }

@@ -161,6 +161,8 @@ pub const VARIABLES: &[VarSpec] = &[
     var!("SNIKKET_TWEAK_C2S_PORT", "5222", &[Server], "XMPP client port with STARTTLS (1 to 65535)."),
     var!("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", "5223", &[Server], "XMPP client port with direct TLS (1 to 65535)."),
     var!("SNIKKET_TWEAK_S2S_PORT", "5269", &[Server], "XMPP server-to-server port (1 to 65535)."),
+    var!("SNIKKET_TWEAK_S2S_ROUTES", "", &[Server], "Fixed addresses for remote domains instead of DNS: `domain=host:port` pairs separated by commas (private networks, tests)."),
+    var!("SNIKKET_TWEAK_S2S_CAFILE", "", &[Server], "PEM file of extra certificate authorities trusted for remote servers (besides the built-in Mozilla roots)."),
     var!("SNIKKET_TWEAK_GRPC_INTERFACE", "127.0.0.1", ALL, "Address of the internal gRPC services; must be a loopback address."),
     var!("SNIKKET_TWEAK_SERVER_GRPC_PORT", "5290", &[Server, Portal], "Port of the server's admin gRPC API (1 to 65535)."),
     var!("SNIKKET_TWEAK_CERTS_GRPC_PORT", "5291", &[Certs, Portal], "Port of the certificate manager's status gRPC API (1 to 65535)."),
