@@ -124,7 +124,7 @@ pub fn matches(list: &HashSet<String>, jid: &jid::Jid) -> bool {
 }
 
 /// Whether `username` blocks `jid`. A failed lookup is logged and lets the stanza through.
-async fn blocks(state: &State, username: &str, jid: &jid::Jid) -> bool {
+pub(crate) async fn blocks(state: &State, username: &str, jid: &jid::Jid) -> bool {
     match state.blocklists.of(&state.store, username).await {
         Ok(list) => matches(&list, jid),
         Err(e) => {
@@ -351,6 +351,7 @@ async fn set(state: &State, me: &Sender, iq: &Element, payload: &Element) -> Ele
         }
     };
     tracing::info!(user = %me.username, block, count = jids.len(), "blocklist changed");
+    state.s2s.admin_blocks_changed();
     push(state, me, payload.name(), &jids);
     routing::presence_after_block(state, me, &before, &after).await;
     for report in &reports {

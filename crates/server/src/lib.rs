@@ -23,6 +23,7 @@ pub mod push;
 pub mod retention;
 pub mod router;
 pub mod routing;
+pub mod s2s;
 pub mod state;
 pub mod upload;
 pub mod vcard;
@@ -90,6 +91,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .context("building the TLS configuration")?;
     let (caps, caps_node) = modules::server_caps(&config).unzip();
+    let s2s = s2s::S2s::new(&config, resolver.clone(), tracker.clone(), shutdown.clone())
+        .context("setting up federation")?;
     let state = std::sync::Arc::new(state::State {
         caps,
         caps_node,
@@ -112,8 +115,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         push: Default::default(),
         archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
         started: std::time::Instant::now(),
+        s2s,
         config,
     });
+    state.s2s.attach(&state);
     api.attach(state.clone());
     retention::spawn(
         data.store.clone(),
@@ -123,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     );
     c2s::start(state.clone(), &tracker, shutdown.clone()).await?;
+    s2s::incoming::start(state.clone(), &tracker, shutdown.clone()).await?;
     shutdown.cancelled().await;
     tracing::info!("stopping");
     state.router.close_all();

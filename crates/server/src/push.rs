@@ -301,10 +301,9 @@ async fn notify(state: &State, username: &str, reg: &PushRegistration, stanza: &
             username: service_user,
             resource: Some(r),
         } => state.router.to_resource(&service_user, &r, push),
-        Target::Remote(domain) => {
-            // No federation yet: the app server cannot be reached.
-            tracing::debug!(service = %domain, "push service on another domain is unreachable");
-            false
+        Target::Remote(_) => {
+            crate::s2s::send(state, push).await;
+            true
         }
         _ => false,
     };

@@ -107,19 +107,58 @@ fn subdomain(domain: &str, label: &str, ascii: &str) -> bool {
         == Some(ascii)
 }
 
-/// The error for a stanza to another domain. Federation is not available yet, so everyone gets
-/// `remote-server-not-found`, except limited users, who get the policy error of spec 4.1.
-async fn remote_refusal(state: &State, me: &Sender, stanza: &Element) -> Element {
-    if let Ok(Some(a)) = state.store.account(&me.username).await {
-        if a.role == snikket_store::Role::Limited {
-            return xml::error_reply(
-                stanza,
-                "policy-violation",
-                Some("Communication with remote domains is not permitted"),
-            );
+/// `http://jabber.org/protocol/commands` (XEP-0050).
+const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
+
+/// Whether a client's stanza may leave for another domain: limited users may only answer, and
+/// (un)register with push services (spec 4.1, `mod_restrict_federation`).
+async fn may_federate(state: &State, me: &Sender, stanza: &Element) -> bool {
+    if stanza.name() == "iq" {
+        if matches!(stanza.attr("type"), Some("result" | "error")) {
+            return true;
+        }
+        let push_command = xml::payload(stanza).is_some_and(|p| {
+            p.is("command", NS_COMMANDS)
+                && p.attr("node")
+                    .is_some_and(|n| n.starts_with("register-") || n.starts_with("unregister-"))
+        });
+        if push_command {
+            return true;
         }
     }
-    xml::error_reply(stanza, "remote-server-not-found", None)
+    match state.store.account(&me.username).await {
+        Ok(Some(a)) => a.role != snikket_store::Role::Limited,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            false
+        }
+    }
+}
+
+/// The refusal a limited user gets for a stanza to another domain.
+fn federation_refusal(stanza: &Element) -> Element {
+    xml::error_reply(
+        stanza,
+        "policy-violation",
+        Some("Communication with remote domains is not permitted"),
+    )
+}
+
+/// Sends a client's stanza to another domain, if the user may federate.
+async fn to_remote(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
+    if !may_federate(state, me, &stanza).await {
+        return vec![federation_refusal(&stanza)];
+    }
+    crate::s2s::send(state, stanza).await;
+    Vec::new()
+}
+
+/// The bare form of an address (the address itself when it does not parse).
+fn bare_of(addr: &str) -> String {
+    jid::Jid::new(addr)
+        .map(|j| j.to_bare().to_string())
+        .unwrap_or_else(|_| addr.to_string())
 }
 
 /// `urn:xmpp:carbons:2`.
@@ -177,7 +216,7 @@ async fn iq(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
     };
     match target {
         Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
-        Target::Remote(_) => vec![remote_refusal(state, me, &stanza).await],
+        Target::Remote(_) => to_remote(state, me, stanza).await,
         Target::Share if matches!(kind, "get" | "set") => {
             vec![crate::upload::iq(state, me, &stanza).await]
         }
@@ -247,7 +286,7 @@ async fn message(state: &State, me: &Sender, mut stanza: Element) -> Vec<Element
     let original_for_archive = stanza.clone();
     let replies = match target(state, &to) {
         Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
-        Target::Remote(_) => vec![remote_refusal(state, me, &stanza).await],
+        Target::Remote(_) => to_remote(state, me, stanza).await,
         Target::Share if kind != "error" => {
             vec![xml::error_reply(&stanza, "service-unavailable", None)]
         }
@@ -257,8 +296,14 @@ async fn message(state: &State, me: &Sender, mut stanza: Element) -> Vec<Element
         }
     };
     if replies.is_empty() && crate::archive::archivable(&original_for_archive) {
-        if let Target::Local { username, .. } = target(state, &to) {
-            let with = format!("{username}@{}", state.config.domain.ascii);
+        let with = match target(state, &to) {
+            Target::Local { username, .. } => {
+                Some(format!("{username}@{}", state.config.domain.ascii))
+            }
+            Target::Remote(_) => Some(bare_of(&to)),
+            _ => None,
+        };
+        if let Some(with) = with {
             let mut own = original_for_archive;
             crate::archive::archive_for(state, &me.username, &with, &mut own).await;
         }
@@ -401,15 +446,18 @@ async fn presence(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
         (Some("probe"), _) | (Some("error"), None) => Vec::new(),
         (_, Some(to)) => {
             // Directed presence.
-            if let Target::Local { username, resource } = target(state, &to) {
-                match resource {
-                    Some(r) => {
-                        state.router.to_resource(&username, &r, stanza);
-                    }
-                    None => {
-                        state.router.to_present(&username, &stanza, None);
-                    }
+            match target(state, &to) {
+                Target::Local {
+                    username,
+                    resource: Some(r),
+                } => {
+                    state.router.to_resource(&username, &r, stanza);
                 }
+                Target::Local { username, .. } => {
+                    state.router.to_present(&username, &stanza, None);
+                }
+                Target::Remote(_) => return to_remote(state, me, stanza).await,
+                _ => {}
             }
             Vec::new()
         }
@@ -440,14 +488,34 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
             Vec::new()
         }
     };
+    let mut remote = Vec::new();
     for item in &roster {
         if !item.subscription.has_from() || blocked_either(state, me, &item.contact).await {
             continue;
         }
-        if let Target::Local { username, .. } = target(state, &item.contact) {
-            state
-                .router
-                .to_present(&username, &readdress(stanza, &item.contact), None);
+        match target(state, &item.contact) {
+            Target::Local { username, .. } => {
+                state
+                    .router
+                    .to_present(&username, &readdress(stanza, &item.contact), None);
+            }
+            Target::Remote(_) => remote.push(readdress(stanza, &item.contact)),
+            _ => {}
+        }
+    }
+    if initial {
+        // Probes for the contacts on other domains we are subscribed to; their servers answer.
+        for item in roster.iter().filter(|i| i.subscription.has_to()) {
+            if matches!(target(state, &item.contact), Target::Remote(_))
+                && !blocked_either(state, me, &item.contact).await
+            {
+                remote.push(presence_el(Some("probe"), &me.bare, &item.contact));
+            }
+        }
+    }
+    if !remote.is_empty() && may_federate(state, me, stanza).await {
+        for p in remote {
+            crate::s2s::send(state, p).await;
         }
     }
     // The user's other resources see it too.
@@ -646,7 +714,7 @@ async fn subscription(
     } = target(state, to)
     else {
         return match target(state, to) {
-            Target::Remote(_) => vec![remote_refusal(state, me, stanza).await],
+            Target::Remote(_) => remote_subscription(state, me, kind, to, stanza).await,
             _ => vec![xml::error_reply(stanza, "jid-malformed", None)],
         };
     };
@@ -726,6 +794,57 @@ async fn subscription(
             for (r, _) in state.router.presences(&me.username) {
                 let gone = presence_el(Some("unavailable"), &format!("{}/{r}", me.bare), &contact);
                 state.router.to_present(&contact_user, &gone, None);
+            }
+        }
+        _ => {}
+    }
+    Vec::new()
+}
+
+/// Subscription handling with a contact on another domain: our side of the roster here, the
+/// contact's on their server, which answers over federation (`s2s::inbound`).
+async fn remote_subscription(
+    state: &State,
+    me: &Sender,
+    kind: &str,
+    to: &str,
+    stanza: &Element,
+) -> Vec<Element> {
+    if !may_federate(state, me, stanza).await {
+        return vec![federation_refusal(stanza)];
+    }
+    let contact = bare_of(to);
+    update_item(state, &me.username, &contact, |i| match kind {
+        "subscribe" => {
+            if !i.subscription.has_to() {
+                i.ask_out = true;
+            }
+        }
+        "subscribed" => {
+            i.subscription = i.subscription.with_from(true);
+            i.ask_in = false;
+        }
+        "unsubscribe" => {
+            i.subscription = i.subscription.with_to(false);
+            i.ask_out = false;
+        }
+        _ => {
+            i.subscription = i.subscription.with_from(false);
+            i.ask_in = false;
+        }
+    })
+    .await;
+    crate::s2s::send(state, presence_el(Some(kind), &me.bare, &contact)).await;
+    match kind {
+        "subscribed" => {
+            for (_, p) in state.router.presences(&me.username) {
+                crate::s2s::send(state, readdress(&p, &contact)).await;
+            }
+        }
+        "unsubscribed" => {
+            for (r, _) in state.router.presences(&me.username) {
+                let gone = presence_el(Some("unavailable"), &format!("{}/{r}", me.bare), &contact);
+                crate::s2s::send(state, gone).await;
             }
         }
         _ => {}

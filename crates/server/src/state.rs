@@ -48,6 +48,8 @@ pub struct State {
     pub caps_node: Option<String>,
     /// Occupants and recent messages of circle group chats.
     pub muc: crate::muc::Rooms,
+    /// Federation: links to other servers.
+    pub s2s: crate::s2s::S2s,
     /// Cached blocklists (XEP-0191).
     pub blocklists: crate::blocking::Blocklists,
 }

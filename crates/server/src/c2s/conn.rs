@@ -32,16 +32,23 @@ pub struct Conn<S> {
     io: S,
     parser: StreamParser,
     limits: Limits,
+    content_ns: &'static str,
     buf: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Wraps a socket.
     pub fn new(io: S, limits: Limits) -> Self {
+        Self::with_namespace(io, limits, snikket_xmpp::framing::NS_CLIENT)
+    }
+
+    /// Wraps a socket whose stanzas are in `content_ns` (`jabber:server` for s2s).
+    pub fn with_namespace(io: S, limits: Limits, content_ns: &'static str) -> Self {
         Conn {
             io,
-            parser: StreamParser::new(limits),
+            parser: StreamParser::with_content_namespace(limits, content_ns),
             limits,
+            content_ns,
             buf: vec![0u8; READ_BUFFER],
         }
     }
@@ -57,7 +64,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Starts a new stream (after SASL success), keeping bytes the peer already sent.
     pub fn restart(&mut self) -> Result<(), StreamError> {
-        let old = std::mem::replace(&mut self.parser, StreamParser::new(self.limits));
+        let fresh = StreamParser::with_content_namespace(self.limits, self.content_ns);
+        let old = std::mem::replace(&mut self.parser, fresh);
         let pending = old.into_unparsed();
         if !pending.is_empty() {
             self.parser.feed(&pending)?;

@@ -91,7 +91,7 @@ pub async fn start(
     Ok(())
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv6() {
         tokio::net::TcpSocket::new_v6()?
     } else {
