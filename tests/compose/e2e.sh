@@ -306,6 +306,31 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+step "federation: the s2s port asks other servers for STARTTLS"
+s2s_port=$(sed -n 's/^SNIKKET_TWEAK_S2S_PORT=//p' "$here/snikket.conf")
+s2s_reply=$(timeout 20 /usr/bin/python3 - "$s2s_port" "$domain" <<'PY' 2>&1 || true
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+           "xmlns:stream='http://etherx.jabber.org/streams' from='peer.example' to='%s' "
+           "version='1.0'>" % sys.argv[2]).encode())
+data = b""
+while b"</features>" not in data and b"</stream:features>" not in data:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode(errors="replace"))
+PY
+)
+if grep -q "urn:ietf:params:xml:ns:xmpp-tls" <<<"$s2s_reply" && grep -q "<required" <<<"$s2s_reply"; then
+    pass "port $s2s_port offers STARTTLS as required"
+else
+    printf '%s\n' "$s2s_reply" | tail -n 5
+    fail "the s2s port did not answer with required STARTTLS"
+fi
+
+# ---------------------------------------------------------------------------------------------
 step "file sharing: slixmpp uploads through the proxy (XEP-0363), curl downloads"
 if [[ -n ${have[snikket_proxy]:-} && $xmpp_ok == 1 ]]; then
     if xc upload --user alice --password 'correct horse battery' --count 300000 --https-via 127.0.0.1 \

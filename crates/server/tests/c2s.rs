@@ -51,6 +51,7 @@ fn start_with(extra: &[(&str, &str)]) -> Server {
     cmd.env("SNIKKET_TWEAK_BIND_INTERFACES", "127.0.0.1")
         .env("SNIKKET_TWEAK_C2S_PORT", port.to_string())
         .env("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", tls_port.to_string())
+        .env("SNIKKET_TWEAK_S2S_PORT", free_port().to_string())
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", http_port.to_string())
         .env("SNIKKET_TWEAK_SERVER_GRPC_PORT", free_port().to_string())
@@ -351,9 +352,17 @@ fn carbons_circles_session_limit_and_limited_users() {
         ok && out.contains("policy-violation Communication with remote domains is not permitted"),
         "{out}"
     );
+    // (`.invalid` never resolves, RFC 6761, so this does not depend on the machine's DNS.)
     let (ok, out) = s.client(
         "remote",
-        &["--user", "fern", "--password", "correct horse battery"],
+        &[
+            "--user",
+            "fern",
+            "--password",
+            "correct horse battery",
+            "--to",
+            "someone@remote.invalid",
+        ],
     );
     assert!(ok && out.contains("remote-server-not-found"), "{out}");
 }

@@ -286,6 +286,10 @@ async fn daemon_serves_health_and_stops_on_sigterm() {
             snikket_testkit::free_port().to_string(),
         )
         .env(
+            "SNIKKET_TWEAK_S2S_PORT",
+            snikket_testkit::free_port().to_string(),
+        )
+        .env(
             "SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT",
             snikket_testkit::free_port().to_string(),
         );

@@ -147,6 +147,7 @@ async fn start_server(data: &Path, pg_url: Option<&str>) -> (Child, Channel, Str
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_PORT", free_port().to_string())
         .env("SNIKKET_TWEAK_INTERNAL_HTTP_INTERFACE", "127.0.0.1")
         .env("SNIKKET_TWEAK_C2S_PORT", free_port().to_string())
+        .env("SNIKKET_TWEAK_S2S_PORT", free_port().to_string())
         .env("SNIKKET_TWEAK_C2S_DIRECT_TLS_PORT", free_port().to_string())
         .env("SNIKKET_TWEAK_S2S_PORT", free_port().to_string())
         .env("SNIKKET_PROXY65_PORT", free_port().to_string());
