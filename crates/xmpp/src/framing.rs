@@ -130,7 +130,12 @@ enum State {
 
 /// Incremental parser for one XML stream (one per stream restart).
 pub struct StreamParser {
-    xml: rxml::Parser,
+    /// `None` after [`StreamParser::release_idle`]: made again, primed with `header`, when
+    /// input arrives.
+    xml: Option<rxml::Parser>,
+    /// The peer's stream header as it was sent (namespace declarations included), to prime a
+    /// new rxml parser with.
+    header: Vec<u8>,
     limits: Limits,
     content_ns: &'static str,
     state: State,
@@ -156,6 +161,15 @@ impl std::fmt::Debug for StreamParser {
     }
 }
 
+/// An rxml parser with our token limit.
+fn new_xml(limits: Limits) -> rxml::Parser {
+    let options = rxml::parser::Options {
+        max_token_length: limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES),
+        ..Default::default()
+    };
+    rxml::Parser::with_options(options)
+}
+
 /// Longest name or attribute value accepted, in bytes. rxml reserves this much (twice) for every
 /// parser, that is for every connection, so it stays small; text is not limited by it (rxml hands
 /// long text over in pieces), only by the stanza size.
@@ -169,12 +183,9 @@ impl StreamParser {
 
     /// A parser whose stanzas must be in `content_ns` (e.g. [`NS_SERVER`] for s2s).
     pub fn with_content_namespace(limits: Limits, content_ns: &'static str) -> StreamParser {
-        let options = rxml::parser::Options {
-            max_token_length: limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES),
-            ..Default::default()
-        };
         StreamParser {
-            xml: rxml::Parser::with_options(options),
+            xml: Some(new_xml(limits)),
+            header: Vec::new(),
             limits,
             content_ns,
             state: State::Header,
@@ -209,8 +220,52 @@ impl StreamParser {
         Ok(())
     }
 
+    /// Frees what an idle stream does not need: rxml's token buffers (twice
+    /// [`MAX_TOKEN_BYTES`]), the input buffer and the element stack. Only between stanzas with
+    /// nothing unparsed; otherwise it does nothing. The next input is parsed by a new rxml
+    /// parser that first reads the stream header again, so namespaces declared there still
+    /// apply. Call it when the connection has nothing more to read for now.
+    pub fn release_idle(&mut self) {
+        let between_stanzas = matches!(self.state, State::Open)
+            && self.stack.is_empty()
+            && self.pending == 0
+            && self.pos >= self.buf.len();
+        if between_stanzas && self.xml.is_some() {
+            self.xml = None;
+            self.buf = Vec::new();
+            self.pos = 0;
+            self.stack = Vec::new();
+        }
+    }
+
+    /// A new rxml parser that has read the stream header again.
+    fn primed(&self) -> Result<rxml::Parser, StreamError> {
+        let mut xml = new_xml(self.limits);
+        let mut rest = &self.header[..];
+        loop {
+            match xml.parse(&mut rest, false) {
+                Ok(Some(rxml::Event::StartElement(..))) if rest.is_empty() => return Ok(xml),
+                Ok(Some(rxml::Event::XmlDeclaration(..) | rxml::Event::Text(..))) => {}
+                _ => {
+                    return Err(StreamError::BadFormat(
+                        "stream header could not be read again",
+                    ))
+                }
+            }
+        }
+    }
+
     /// The next complete event, or `Ok(None)` when more input is needed (or the stream closed).
     pub fn next_event(&mut self) -> Result<Option<Event>, StreamError> {
+        if self.xml.is_none() {
+            if self.pos >= self.buf.len() || !matches!(self.state, State::Open) {
+                return Ok(None);
+            }
+            match self.primed() {
+                Ok(xml) => self.xml = Some(xml),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
         loop {
             match &self.state {
                 State::Failed(e) => return Err(e.clone()),
@@ -223,8 +278,15 @@ impl StreamParser {
             let end = self.buf.len().min(self.pos + WINDOW);
             let mut window = &self.buf[self.pos..end];
             let before = window.len();
-            let result = self.xml.parse(&mut window, false);
+            let Some(xml) = self.xml.as_mut() else {
+                return Ok(None);
+            };
+            let result = xml.parse(&mut window, false);
             let consumed = before - window.len();
+            if let State::Header = self.state {
+                self.header
+                    .extend_from_slice(&self.buf[self.pos..self.pos + consumed]);
+            }
             self.pos += consumed;
             self.pending = self.pending.saturating_add(consumed);
             let event = match result {
@@ -311,6 +373,9 @@ impl StreamParser {
                 }
                 if let State::Header = self.state {
                     let header = self.stream_open(ns.as_str(), name.as_str(), &attrs)?;
+                    // Keep the header's own bytes, not what rxml read beyond it.
+                    let own = self.header.len().saturating_sub(self.pending);
+                    self.header.truncate(own);
                     self.state = State::Open;
                     return Ok(Some(Event::StreamOpen(header)));
                 }

@@ -3,6 +3,7 @@
 use minidom::Element;
 use snikket_xmpp::framing::{writer, Event, Limits, StreamParser};
 use snikket_xmpp::StreamError;
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -79,12 +80,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// The next event. Cancel-safe: data is only consumed when it is fed to the parser.
+    ///
+    /// When the peer has sent nothing more for now, the parser's buffers are released
+    /// ([`StreamParser::release_idle`]): an idle session keeps only a few hundred bytes of parser
+    /// state instead of rxml's token buffers.
     pub async fn next(&mut self) -> Result<Event, ConnError> {
         loop {
             if let Some(ev) = self.parser.next_event()? {
                 return Ok(ev);
             }
-            let n = self.io.read(&mut self.buf).await?;
+            let Conn {
+                io, parser, buf, ..
+            } = self;
+            let mut read = std::pin::pin!(io.read(buf));
+            let ready =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+            let n = match ready {
+                std::task::Poll::Ready(r) => r?,
+                std::task::Poll::Pending => {
+                    parser.release_idle();
+                    read.await?
+                }
+            };
             if n == 0 {
                 return Err(ConnError::Closed);
             }

@@ -574,3 +574,61 @@ fn self_closing_stanza_at_end_of_chunk_is_delivered_at_once() {
     assert_eq!(bytes, "<presence/>".len());
     assert_eq!(p.next_event(), Ok(None));
 }
+
+#[test]
+fn releasing_idle_buffers_does_not_change_events() {
+    let input = sample_stream();
+    let (expected, err) = run(Limits::default(), input.as_bytes());
+    assert_eq!(err, None);
+    let mut rng = StdRng::seed_from_u64(0x1d1e);
+    for _ in 0..200 {
+        let mut p = StreamParser::new(Limits::default());
+        let mut events = Vec::new();
+        let mut rest = input.as_bytes();
+        while !rest.is_empty() {
+            let n = rng.gen_range(1..=rest.len().min(64));
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            p.feed(chunk).expect("feed");
+            while let Some(ev) = p.next_event().expect("event") {
+                events.push(ev);
+            }
+            // As a connection does whenever the peer has sent nothing more for now.
+            p.release_idle();
+        }
+        assert_eq!(events, expected);
+    }
+}
+
+#[test]
+fn prefixes_declared_on_the_stream_header_survive_a_release() {
+    let header = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        from='a.test' to='b.test' version='1.0'>";
+    let mut p = StreamParser::with_content_namespace(Limits::default(), NS_SERVER);
+    p.feed(header.as_bytes()).expect("feed");
+    assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+    assert_eq!(p.next_event(), Ok(None));
+    p.release_idle();
+    assert!(
+        p.xml.is_none(),
+        "nothing was pending, so the rxml parser is released"
+    );
+    p.feed(b"<db:result from='a.test' to='b.test'>key</db:result>")
+        .expect("feed");
+    match p.next_event() {
+        Ok(Some(Event::Stanza { element, .. })) => {
+            assert!(element.is("result", "jabber:server:dialback"));
+            assert_eq!(element.text(), "key");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not released in the middle of a stanza.
+    p.feed(b"<message from='x@a.test' to='y@b.test'><bo")
+        .expect("feed");
+    assert_eq!(p.next_event(), Ok(None));
+    p.release_idle();
+    assert!(p.xml.is_some());
+    p.feed(b"dy>hi</body></message>").expect("feed");
+    assert!(matches!(p.next_event(), Ok(Some(Event::Stanza { .. }))));
+}
