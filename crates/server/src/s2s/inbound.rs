@@ -299,10 +299,12 @@ async fn presence(
             Some(r) => {
                 state.router.to_resource(username, r, stanza);
             }
-            None if has_to || kind.as_deref() == Some("error") => {
+            // To the bare address: every available resource gets it, subscribed or not
+            // (RFC 6121 §4.3.2, §8.5.2.1.1) — e.g. the unavailable presence that follows a
+            // cancelled subscription.
+            None => {
                 state.router.to_present(username, &stanza, None);
             }
-            None => {}
         },
         Some(_) => {}
     }

@@ -105,14 +105,20 @@ fn check(
     if !matches!(stanza.name(), "message" | "presence" | "iq") {
         return Err(("unsupported-stanza-type", "Only stanzas are accepted here"));
     }
-    let from = stanza.attr("from").and_then(domain_of);
+    let (Some(from), Some(to)) = (stanza.attr("from"), stanza.attr("to")) else {
+        return Err((
+            "improper-addressing",
+            "Stanzas between servers need a from and a to",
+        ));
+    };
+    let from = domain_of(from);
     if !from.is_some_and(|f| peers.contains(&f)) {
         return Err((
             "invalid-from",
             "The sender's domain is not the one this stream authenticated",
         ));
     }
-    let to = stanza.attr("to").and_then(domain_of);
+    let to = domain_of(to);
     if !to.is_some_and(|t| is_local_domain(state, &t)) {
         return Err(("host-unknown", "This server does not serve that domain"));
     }
