@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages the tests drive (third-party peers, headless Chromium for the portal's browser
 # test) or need (PostgreSQL for the second backend).
-TEST_PACKAGES := postgresql coturn pebble certbot python3-slixmpp python3-aiohttp curl nginx-light ca-certificates openssl chromium chromium-driver
+TEST_PACKAGES := postgresql coturn pebble certbot prosody python3-slixmpp python3-aiohttp curl nginx-light ca-certificates openssl chromium chromium-driver
 # Extra packages for the benchmarks.
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk nginx hyperfine
 # Outside the checkout: when run as root the cluster runs as the postgres user, which may not
@@ -29,8 +29,13 @@ define apt_install
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  case " $$missing " in *" prosody "*) \
+	    ($$SUDO systemctl disable --now prosody || $$SUDO service prosody stop) >/dev/null 2>&1 || true;; \
+	  esac; \
 	fi
 endef
+# (Prosody is only a test peer, started by the tests on free ports: a system Prosody that the
+# package starts would hold 5222/5269, which `make run` needs.)
 
 deps:
 	@$(call apt_install,$(TEST_PACKAGES))

@@ -2,6 +2,8 @@
 """Third-party XMPP client (slixmpp) driving our server in integration tests.
 
 Usage: xmpp_client.py SCENARIO --host 127.0.0.1 --port N --ca CA.pem [scenario options]
+Federation scenarios (federate, federate_refused, limited_remote) also log in on a second server
+(--port2, --ca2, --domain2).
 Prints 'OK <detail>' and exits 0 on success; prints 'FAIL <reason>' and exits 1 otherwise.
 Every scenario is bounded by --timeout seconds.
 """
@@ -25,7 +27,8 @@ def fail(msg):
 
 
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, args, mech=None):
+    def __init__(self, jid, password, args, mech=None, port=None, ca=None):
+        """port and ca default to --port and --ca (federation scenarios log in on a second server)."""
         # slixmpp 1.8 only knows tls-unique channel binding, which TLS 1.3 does not have (and we do
         # not offer), so -PLUS is never picked here; it would fail with malformed-request.
         kwargs = {"sasl_mech": mech or "SCRAM-SHA-256"}
@@ -44,7 +47,8 @@ class Client(slixmpp.ClientXMPP):
 
         mechs.sasl_callback = without_binding
         self.args = args
-        self.ca_certs = args.ca
+        self.port = port or args.port
+        self.ca_certs = ca or args.ca
         self.online = asyncio.get_event_loop().create_future()
         self.failed = asyncio.get_event_loop().create_future()
         self.messages = asyncio.Queue()
@@ -79,7 +83,7 @@ class Client(slixmpp.ClientXMPP):
             self.online.set_result(True)
 
     async def start(self):
-        self.connect(address=(self.args.host, self.args.port), force_starttls=not self.args.direct_tls,
+        self.connect(address=(self.args.host, self.port), force_starttls=not self.args.direct_tls,
                      disable_starttls=self.args.direct_tls, use_ssl=self.args.direct_tls)
         done, _ = await asyncio.wait([self.online, self.failed], timeout=self.args.timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -262,7 +266,7 @@ async def scenario_limit(args):
 async def scenario_remote(args):
     a = Client("%s@%s/r" % (args.user, args.domain), args.password, args)
     await a.start()
-    msg = a.make_message(mto="someone@remote.example", mbody="hi", mtype="chat")
+    msg = a.make_message(mto=args.to or "someone@remote.example", mbody="hi", mtype="chat")
     errors = asyncio.Queue()
     a.add_event_handler("message_error", lambda m: errors.put_nowait(m))
     msg.send()
@@ -1335,6 +1339,359 @@ async def scenario_muc_own(args):
     for x in (a, b, c):
         x.disconnect()
 
+# ---- Federation (server-to-server) scenarios: one process, clients on two servers. ----
+# The first server is --port/--ca/--domain (users --user, --user3), the second --port2/--ca2/--domain2
+# (user --user2; --mech2 for a server without SCRAM-SHA-256, such as Prosody 0.12).
+
+
+def side2(args):
+    """(port, ca, domain) of the second server."""
+    return args.port2 or args.port, args.ca2 or args.ca, args.domain2 or args.domain
+
+
+def error_conditions(stanza):
+    """The defined conditions of a stanza's <error/>, read from the XML: slixmpp 1.8 does not know
+    every RFC 6120 condition (policy-violation) by name."""
+    err = stanza.xml.find("{jabber:client}error")
+    if err is None:
+        return []
+    return [c.tag.split("}")[1] for c in err if c.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}")
+            and not c.tag.endswith("}text")]
+
+
+def manual_subscriptions(c):
+    """Subscription requests are answered by the scenario, not by slixmpp on its own."""
+    c.auto_authorize = None
+    c.auto_subscribe = False
+    return c
+
+
+def drain(queue):
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+async def archive_bodies(c, args):
+    """Every message body in c's archive (MAM, pages of 50)."""
+    results = []
+    handler = "mam-" + c.boundjid.full
+    c.register_handler(Callback(handler, MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"),
+                                lambda m: results.append(m.xml)))
+    rsm = "http://jabber.org/protocol/rsm"
+    bodies, after = [], None
+    for page in range(20):
+        iq = c.make_iq_set()
+        q = ET.Element("{urn:xmpp:mam:2}query", {"queryid": "fed%d" % page})
+        st = ET.SubElement(q, "{%s}set" % rsm)
+        ET.SubElement(st, "{%s}max" % rsm).text = "50"
+        if after:
+            ET.SubElement(st, "{%s}after" % rsm).text = after
+        iq.append(q)
+        resp = await iq.send(timeout=args.timeout)
+        for r in results:
+            body = r.find(".//{jabber:client}body")
+            if body is not None:
+                bodies.append(body.text)
+        results.clear()
+        fin = resp.xml.find("{urn:xmpp:mam:2}fin")
+        after = fin.findtext("{%s}set/{%s}last" % (rsm, rsm)) if fin is not None else None
+        if fin is None or fin.get("complete") == "true" or not after:
+            break
+    c.remove_handler(handler)
+    return bodies
+
+
+async def roster_subscription(c, jid, args, want="both"):
+    """c's subscription to jid once it is want (roster pushes may trail the presence), or the last seen."""
+    sub = None
+    for _ in range(int(args.timeout * 5)):
+        sub = c.client_roster[jid]["subscription"] if jid in c.client_roster else None
+        if sub == want:
+            break
+        await asyncio.sleep(0.2)
+    return sub
+
+
+async def ping_ok(c, jid, args):
+    """None when jid answers c's ping, otherwise why not."""
+    try:
+        await c["xep_0199"].ping(jid=jid, timeout=args.timeout)
+        return None
+    except slixmpp.exceptions.IqError as e:
+        return "error %s" % (" ".join(error_conditions(e.iq)) or e.iq["error"]["condition"])
+    except slixmpp.exceptions.IqTimeout:
+        return "timeout"
+
+
+async def scenario_federate(args):
+    """--user on the first server and --user2 on the second: mutual subscription (the first user
+    asks first, so the first server opens the first stream), available presence both ways, chat both
+    ways (and a burst in order), pings to each other's full JID and server (and an error for one to
+    an account that does not exist). With --offline a|b that user leaves (the other sees the
+    unavailable presence), is written to, and comes back to the message (offline storage) and to
+    the other's presence (probe). Then a cancels b's subscription. --mam a|b|ab checks those
+    users' archives."""
+    port2, ca2, domain2 = side2(args)
+    a = manual_subscriptions(Client("%s@%s/a" % (args.user, args.domain), args.password, args, mech=args.mech))
+    b = manual_subscriptions(Client("%s@%s/b" % (args.user2, domain2), args.password2, args, mech=args.mech2,
+                                    port=port2, ca=ca2))
+    await a.start()
+    await b.start()
+    A, B = a.boundjid.bare, b.boundjid.bare
+    problems = []
+    # Subscription: a asks, b approves; then b asks, a approves. Each approval makes the approver's
+    # server send the approver's available presence to the new subscriber (RFC 6121 3.1.5).
+    a.send_presence(pto=B, ptype="subscribe")
+    await expect(b.subscriptions, lambda p: p["from"].bare == A, args.timeout, "a's subscription request at b")
+    b.send_presence(pto=A, ptype="subscribed")
+    await expect(a.presences, lambda p: p["from"].bare == B, args.timeout, "b's presence at a after b approved")
+    b.send_presence(pto=A, ptype="subscribe")
+    await expect(a.subscriptions, lambda p: p["from"].bare == B, args.timeout, "b's subscription request at a")
+    a.send_presence(pto=B, ptype="subscribed")
+    await expect(b.presences, lambda p: p["from"].bare == A, args.timeout, "a's presence at b after a approved")
+    for (c, other) in ((a, B), (b, A)):
+        sub = await roster_subscription(c, other, args)
+        if sub != "both":
+            problems.append("roster of %s has subscription %r for %s" % (c.boundjid.bare, sub, other))
+    # Chat both ways.
+    a.send_message(mto=B, mbody="hello b, from a", mtype="chat")
+    m = await expect(b.messages, lambda m: m["body"] == "hello b, from a", args.timeout, "a's message at b")
+    if m["from"].full != a.boundjid.full:
+        fail("a's message reached b from %s, not %s" % (m["from"], a.boundjid.full))
+    b.send_message(mto=a.boundjid.full, mbody="hello a, from b", mtype="chat")
+    m = await expect(a.messages, lambda m: m["body"] == "hello a, from b", args.timeout, "b's message at a")
+    if m["from"].full != b.boundjid.full:
+        fail("b's message reached a from %s, not %s" % (m["from"], b.boundjid.full))
+    # A burst arrives complete and in order.
+    for i in range(20):
+        a.send_message(mto=B, mbody="burst %d" % i, mtype="chat")
+    burst = []
+    try:
+        while len(burst) < 20:
+            m = await asyncio.wait_for(b.messages.get(), args.timeout)
+            if m["body"].startswith("burst "):
+                burst.append(m["body"])
+    except asyncio.TimeoutError:
+        pass
+    if burst != ["burst %d" % i for i in range(20)]:
+        problems.append("a burst of 20 messages arrived as %r" % burst)
+    # IQs to full JIDs (answered by the other client) and to the other server.
+    for (c, jid) in ((a, b.boundjid.full), (b, a.boundjid.full), (a, domain2), (b, args.domain)):
+        why = await ping_ok(c, jid, args)
+        if why:
+            problems.append("ping from %s to %s: %s" % (c.boundjid.full, jid, why))
+    # An error from the other server comes back too: an IQ to an account that does not exist.
+    for (c, jid) in ((a, "nobody@%s/x" % domain2), (b, "nobody@%s/x" % args.domain)):
+        why = await ping_ok(c, jid, args)
+        if not why or not why.startswith("error"):
+            problems.append("ping from %s to %s: %s" % (c.boundjid.full, jid, why or "answered"))
+    bodies = {"a": ["hello b, from a", "hello a, from b"], "b": ["hello b, from a", "hello a, from b"]}
+    if args.offline:
+        (gone, stay, gone_jid, gone_args) = (
+            (b, a, B, (args.user2, domain2, args.password2, args.mech2, port2, ca2)) if args.offline == "b"
+            else (a, b, A, (args.user, args.domain, args.password, args.mech, args.port, args.ca)))
+        gone.disconnect()
+        try:
+            await asyncio.wait_for(_unavailable_from(stay, gone_jid), args.timeout)
+        except asyncio.TimeoutError:
+            problems.append("%s did not see %s leave (unavailable presence)" % (stay.boundjid.bare, gone_jid))
+        await asyncio.sleep(0.5)
+        stay.send_message(mto=gone_jid, mbody="while you were away", mtype="chat")
+        await asyncio.sleep(1.0)
+        user, domain, password, mech, port, ca = gone_args
+        back = manual_subscriptions(Client("%s@%s/back" % (user, domain), password, args, mech=mech, port=port, ca=ca))
+        await back.start()
+        await expect(back.messages, lambda m: m["body"] == "while you were away", args.timeout,
+                     "the message stored while %s was offline" % gone_jid)
+        try:
+            await asyncio.wait_for(_available_from(back, stay.boundjid.bare), args.timeout)
+        except asyncio.TimeoutError:
+            problems.append("%s, back online, did not get %s's presence (probe)" % (gone_jid, stay.boundjid.bare))
+        for k in bodies:
+            bodies[k].append("while you were away")
+        if args.offline == "b":
+            b = back
+        else:
+            a = back
+    # a cancels b's subscription: b sees a go unavailable, and both rosters follow.
+    a.send_presence(pto=B, ptype="unsubscribed")
+    try:
+        await asyncio.wait_for(_unavailable_from(b, A), args.timeout)
+    except asyncio.TimeoutError:
+        problems.append("%s did not get %s's unavailable presence after the subscription was cancelled" % (B, A))
+    for (c, other, want) in ((a, B, "to"), (b, A, "from")):
+        sub = await roster_subscription(c, other, args, want)
+        if sub != want:
+            problems.append("after the cancellation the roster of %s has %r for %s, not %r"
+                            % (c.boundjid.bare, sub, other, want))
+    for side in args.mam or "":
+        c = a if side == "a" else b
+        try:
+            got = await archive_bodies(c, args)
+        except (slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout) as e:
+            problems.append("archive query of %s failed: %s" % (c.boundjid.bare, e))
+            continue
+        missing = [x for x in bodies[side] if x not in got]
+        if missing:
+            problems.append("archive of %s lacks %r (has %r)" % (c.boundjid.bare, missing, got))
+    if problems:
+        fail("; ".join(problems))
+    print("OK federation between %s and %s: subscriptions, presence, chat, pings%s%s" % (
+        args.domain, domain2, ", offline delivery to " + args.offline if args.offline else "",
+        ", archives " + args.mam if args.mam else ""), flush=True)
+    a.disconnect()
+    b.disconnect()
+
+
+async def _unavailable_from(c, jid):
+    while True:
+        p = await c.unavailable.get()
+        if p["from"].bare == jid:
+            return p
+
+
+async def _available_from(c, jid):
+    while True:
+        p = await c.presences.get()
+        if p["from"].bare == jid:
+            return p
+
+
+async def scenario_federate_refused(args):
+    """--user (first server) and --user2 (second server, which the first does not trust) write to each
+    other: each gets an error back within --timeout, and neither message arrives."""
+    port2, ca2, domain2 = side2(args)
+    a = Client("%s@%s/a" % (args.user, args.domain), args.password, args, mech=args.mech)
+    c = Client("%s@%s/c" % (args.user2, domain2), args.password2, args, mech=args.mech2, port=port2, ca=ca2)
+    await a.start()
+    await c.start()
+    outcomes = []
+    for (sender, to, body) in ((a, c.boundjid.bare, "to the untrusted server"),
+                               (c, a.boundjid.bare, "from the untrusted server")):
+        sender.send_message(mto=to, mbody=body, mtype="chat")
+        err = await expect(sender.errors, lambda m: True, args.timeout, "the error for %r" % body)
+        conds = error_conditions(err)
+        if not set(conds) & {"remote-server-not-found", "remote-server-timeout"}:
+            fail("%s's message to %s bounced with %r, not remote-server-not-found/-timeout: %s"
+                 % (sender.boundjid.bare, to, conds, err))
+        outcomes.append("%s: %s" % (sender.boundjid.domain, " ".join(conds)))
+    await asyncio.sleep(2)
+    leaked = [m["body"] for m in drain(a.messages) + drain(c.messages) if m["body"]]
+    if leaked:
+        fail("messages crossed the refused link: %r" % leaked)
+    print("OK refused both ways (%s)" % ", ".join(outcomes), flush=True)
+    a.disconnect()
+    c.disconnect()
+
+
+async def scenario_limited_remote(args):
+    """--user (limited, first server) writes to --user2 on the second server: message and IQ get
+    policy-violation, a subscription request does not arrive either; the normal --user3 on the first
+    server does reach --user2 (the link works)."""
+    port2, ca2, domain2 = side2(args)
+    hal = manual_subscriptions(Client("%s@%s/h" % (args.user, args.domain), args.password, args))
+    bob = manual_subscriptions(Client("%s@%s/b" % (args.user2, domain2), args.password2, args, mech=args.mech2,
+                                      port=port2, ca=ca2))
+    ok = Client("%s@%s/o" % (args.user3, args.domain), args.password3, args)
+    for c in (hal, bob, ok):
+        await c.start()
+    B = bob.boundjid.bare
+    hal.send_message(mto=B, mbody="from a limited user", mtype="chat")
+    err = await expect(hal.errors, lambda m: True, args.timeout, "the limited user's bounce")
+    conds = error_conditions(err)
+    if "policy-violation" not in conds:
+        fail("a limited user's message to %s bounced with %r: %s" % (B, conds, err))
+    try:
+        await hal["xep_0199"].ping(jid=bob.boundjid.full, timeout=args.timeout)
+        fail("a limited user's IQ reached %s" % bob.boundjid.full)
+    except slixmpp.exceptions.IqError as e:
+        if "policy-violation" not in error_conditions(e.iq):
+            fail("a limited user's IQ to %s: %r" % (B, error_conditions(e.iq)))
+    except slixmpp.exceptions.IqTimeout:
+        fail("a limited user's IQ to %s got no answer" % B)
+    hal.send_presence(pto=B, ptype="subscribe")
+    # The control: a normal user of the same server reaches bob, so the link itself works.
+    ok.send_message(mto=B, mbody="from a normal user", mtype="chat")
+    await expect(bob.messages, lambda m: m["body"] == "from a normal user", args.timeout, "the normal user's message")
+    await asyncio.sleep(1)
+    leaked = [m["body"] for m in drain(bob.messages) if m["from"].bare == hal.boundjid.bare]
+    subs = [p for p in drain(bob.subscriptions) if p["from"].bare == hal.boundjid.bare]
+    if leaked or subs:
+        fail("the limited user's stanzas reached %s: messages %r, subscriptions %d" % (B, leaked, len(subs)))
+    print("OK limited user refused (%s), normal user delivered" % " ".join(conds), flush=True)
+    for c in (hal, bob, ok):
+        c.disconnect()
+
+
+async def scenario_send(args):
+    """--user sends a chat message with --body to --to, waits a second for a bounce, and leaves."""
+    a = Client("%s@%s/send" % (args.user, args.domain), args.password, args, mech=args.mech)
+    await a.start()
+    a.send_message(mto=args.to, mbody=args.body, mtype="chat")
+    await asyncio.sleep(1)
+    errors = drain(a.errors)
+    if errors:
+        fail("the message to %s bounced: %s" % (args.to, " ".join(error_conditions(errors[0]))))
+    print("OK sent to %s as %s" % (args.to, a.boundjid.full), flush=True)
+    a.disconnect()
+
+
+async def scenario_inbox(args):
+    """--user logs in, collects messages (live and offline) for --wait seconds and reads its archive:
+    every --present body must be there, no --absent body anywhere."""
+    a = Client("%s@%s/inbox" % (args.user, args.domain), args.password, args, mech=args.mech)
+    await a.start()
+    await asyncio.sleep(args.wait)
+    live = [m["body"] for m in drain(a.messages) if m["body"]]
+    archived = await archive_bodies(a, args)
+    seen = live + archived
+    missing = [x for x in args.present or [] if x not in seen]
+    leaked = [x for x in args.absent or [] if x in seen]
+    if missing or leaked:
+        fail("missing %r, leaked %r (received %r, archive %r)" % (missing, leaked, live, archived))
+    print("OK inbox: received %r, archive %r" % (live, archived), flush=True)
+    a.disconnect()
+
+
+
+async def scenario_federate_push(args):
+    """XEP-0357 across federation: --user on the first server registers push with an app server
+    that is --user2's client on the second server; a message from --user3 (first server) while the
+    user is offline reaches the app server as a summary without content; the app server's answers
+    come back over federation: after 16 errors the registration is dropped."""
+    port2, ca2, domain2 = side2(args)
+    app_client = Client("%s@%s/app" % (args.user2, domain2), args.password2, args, port=port2, ca=ca2)
+    app = AppServer(app_client)
+    a = Client("%s@%s/phone" % (args.user, args.domain), args.password, args)
+    c = Client("%s@%s/desk" % (args.user3, args.domain), args.password3, args)
+    await app_client.start()
+    await a.start()
+    await c.start()
+    service = app_client.boundjid.full
+    abare = a.boundjid.bare
+    await push_iq(a, "enable", service, "fed-node", "s3cret").send(timeout=args.timeout)
+    a.disconnect()
+    await asyncio.sleep(1.0)
+    c.send_message(mto=abare, mbody="the secret plan", mtype="chat")
+    push = await app.next("fed-node", args.timeout, "push over federation for an offline message")
+    raw = str(push)
+    if "the secret plan" in raw or c.boundjid.bare in raw:
+        fail("the push leaks the message: %s" % raw)
+    if push["from"].full != abare:
+        fail("push from %s, expected %s" % (push["from"], abare))
+    app.answer = "error"
+    for i in range(16):
+        c.send_message(mto=abare, mbody="offline failing %d" % i, mtype="chat")
+        await app.next("fed-node", args.timeout, "failing push %d" % i)
+    await asyncio.sleep(1.0)
+    c.send_message(mto=abare, mbody="after the errors", mtype="chat")
+    await app.none(2.0, "after 16 errors over federation the registration must be gone")
+    print("OK federated push: summary delivered to the remote app server, its errors came back", flush=True)
+    c.disconnect()
+    app_client.disconnect()
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -1358,6 +1715,17 @@ def main():
     p.add_argument("--https-via", help="address of the web proxy that https URLs are sent to")
     p.add_argument("--count", type=int, default=3)
     p.add_argument("--timeout", type=float, default=20)
+    p.add_argument("--to", help="recipient for the remote and send scenarios")
+    p.add_argument("--port2", type=int, help="c2s port of the second server (federation scenarios)")
+    p.add_argument("--ca2", help="CA of the second server's certificate")
+    p.add_argument("--domain2", help="domain of the second server")
+    p.add_argument("--mech2", help="SASL mechanism for --user2")
+    p.add_argument("--offline", choices=["a", "b"], help="federate: who goes offline and comes back")
+    p.add_argument("--mam", choices=["a", "b", "ab"], help="federate: whose archives are checked")
+    p.add_argument("--body", help="send: the message body")
+    p.add_argument("--wait", type=float, default=2, help="inbox: seconds to collect messages")
+    p.add_argument("--present", action="append", help="inbox: a body that must have arrived")
+    p.add_argument("--absent", action="append", help="inbox: a body that must not have arrived")
     args = p.parse_args()
     if os.environ.get("XMPP_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
@@ -1369,7 +1737,10 @@ def main():
           "private": scenario_private, "bookmarks": scenario_bookmarks,
           "push": scenario_push, "cam": scenario_cam, "upload": scenario_upload,
           "upload_quota": scenario_upload_quota, "muc": scenario_muc,
-          "muc_own": scenario_muc_own}.get(args.scenario)
+          "muc_own": scenario_muc_own, "federate": scenario_federate,
+          "federate_refused": scenario_federate_refused, "limited_remote": scenario_limited_remote,
+          "inbox": scenario_inbox, "send": scenario_send,
+          "federate_push": scenario_federate_push}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

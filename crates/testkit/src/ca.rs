@@ -78,6 +78,25 @@ impl TestCa {
     }
 }
 
+/// A self-signed leaf certificate for `names`, chained to no CA (`chain_pem` is empty and
+/// `fullchain_pem` is the certificate alone).
+pub fn self_signed(names: &[&str]) -> Leaf {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names.clone()).expect("self-signed params");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    let key = KeyPair::generate().expect("self-signed key");
+    let cert = params.self_signed(&key).expect("self-sign");
+    Leaf {
+        fullchain_pem: cert.pem(),
+        cert_pem: cert.pem(),
+        chain_pem: String::new(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()
