@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub mod remote;
+
 /// `http://jabber.org/protocol/pubsub`.
 pub const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 /// Owner use cases (configure, delete).
@@ -70,6 +72,10 @@ pub fn identity() -> Element {
     )
 }
 
+/// A caps query in flight: (full JID, hash algorithm, ver, and for a session on another server
+/// the local account it is a contact of).
+type CapsQuery = (String, String, String, Option<String>);
+
 /// In-memory PEP state: which nodes each session wants notifications for.
 #[derive(Default)]
 pub struct Pep {
@@ -77,8 +83,11 @@ pub struct Pep {
     interests: Mutex<HashMap<String, Arc<HashSet<String>>>>,
     /// Verified caps `ver` → its `+notify` nodes.
     caps: Mutex<HashMap<String, Arc<HashSet<String>>>>,
-    /// Caps queries in flight: IQ id → (full JID, hash algorithm, ver).
-    pending: Mutex<HashMap<String, (String, String, String)>>,
+    /// Caps queries in flight, by IQ id.
+    pending: Mutex<HashMap<String, CapsQuery>>,
+    /// Sessions on other servers that get notifications: bare JID → full JID → the local
+    /// accounts whose nodes it may see.
+    remote: Mutex<HashMap<String, HashMap<String, HashSet<String>>>>,
     next_id: AtomicU64,
 }
 
@@ -683,24 +692,28 @@ async fn deliver_event(
     state: &State,
     owner: &str,
     node: &PepNode,
-    event: impl Fn(&str) -> Element,
+    event: impl Fn(&str) -> Element + Sync,
 ) {
     let domain = &state.config.domain.ascii;
     let owner_bare = format!("{owner}@{domain}");
     let mut users = vec![owner.to_string()];
+    let mut remote_contacts = Vec::new();
     if node.access_model != "whitelist" {
         match state.store.roster(owner).await {
-            Ok((roster, _)) => users.extend(
-                roster
-                    .iter()
-                    .filter(|i| i.subscription.has_from())
-                    .filter_map(|i| match target(state, &i.contact) {
-                        Target::Local { username, .. } => Some(username),
-                        _ => None,
-                    }),
-            ),
+            Ok((roster, _)) => {
+                for item in roster.iter().filter(|i| i.subscription.has_from()) {
+                    match target(state, &item.contact) {
+                        Target::Local { username, .. } => users.push(username),
+                        Target::Remote(_) => remote_contacts.push(item.contact.clone()),
+                        _ => {}
+                    }
+                }
+            }
             Err(e) => tracing::error!(error = %e, "roster load for PEP notification failed"),
         }
+    }
+    if !remote_contacts.is_empty() {
+        remote::notify(state, owner, &owner_bare, node, &remote_contacts, &event).await;
     }
     for user in users {
         if crate::blocking::blocks_local(state, owner, &user).await {
@@ -784,7 +797,7 @@ pub async fn presence(state: &State, me: &Sender, stanza: &Element) {
         }
         pending.insert(
             id.clone(),
-            (me.full.clone(), hash.to_string(), ver.to_string()),
+            (me.full.clone(), hash.to_string(), ver.to_string(), None),
         );
     }
     let query = el(
@@ -810,7 +823,7 @@ pub async fn presence(state: &State, me: &Sender, stanza: &Element) {
 /// An IQ result or error addressed to the server: the answer to a caps query, if it is one.
 pub async fn iq_response(state: &State, me: &Sender, iq: &Element) {
     let Some(id) = iq.attr("id") else { return };
-    let Some((full, hash, ver)) = lock(&state.pep.pending).remove(id) else {
+    let Some((full, hash, ver, owner)) = lock(&state.pep.pending).remove(id) else {
         return;
     };
     if full != me.full || iq.attr("type") != Some("result") {
@@ -834,7 +847,10 @@ pub async fn iq_response(state: &State, me: &Sender, iq: &Element) {
     } else {
         tracing::debug!(jid = %me.full, "caps hash mismatch; interests used for this session only");
     }
-    interests_known(state, me, nodes).await;
+    match owner {
+        Some(owner) => remote::interests_known(state, &owner, &full, nodes).await,
+        None => interests_known(state, me, nodes).await,
+    }
 }
 
 /// Whether a disco#info result hashes to the advertised `ver` (XEP-0115 §5.1).

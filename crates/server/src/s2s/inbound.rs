@@ -204,8 +204,11 @@ async fn iq(
             }
         }
         None if matches!(kind, "result" | "error") => {
-            // Answers to what the server sent for the account (push notifications).
-            crate::push::iq_response(state, remote, &stanza).await;
+            // Answers to what the server sent for the account (push notifications, caps
+            // queries for personal eventing).
+            if !crate::push::iq_response(state, remote, &stanza).await {
+                crate::pep::iq_response(state, remote, &stanza).await;
+            }
         }
         None => {
             let answer = crate::modules::contact_iq(state, remote, username, &stanza).await;
@@ -295,17 +298,27 @@ async fn presence(
                 reply(state, routing::readdress(&p, &remote.bare)).await;
             }
         }
-        None | Some("unavailable") | Some("error") => match resource {
-            Some(r) => {
-                state.router.to_resource(username, r, stanza);
+        None | Some("unavailable") | Some("error") => {
+            match kind.as_deref() {
+                // A contact allowed to see the user's personal eventing: its session's interests.
+                None if has_from => {
+                    crate::pep::remote::presence(state, username, &remote.full, &stanza).await
+                }
+                Some("unavailable") => crate::pep::remote::gone(state, &remote.full),
+                _ => {}
             }
-            // To the bare address: every available resource gets it, subscribed or not
-            // (RFC 6121 §4.3.2, §8.5.2.1.1) — e.g. the unavailable presence that follows a
-            // cancelled subscription.
-            None => {
-                state.router.to_present(username, &stanza, None);
+            match resource {
+                Some(r) => {
+                    state.router.to_resource(username, r, stanza);
+                }
+                // To the bare address: every available resource gets it, subscribed or not
+                // (RFC 6121 §4.3.2, §8.5.2.1.1) — e.g. the unavailable presence that follows a
+                // cancelled subscription.
+                None => {
+                    state.router.to_present(username, &stanza, None);
+                }
             }
-        },
+        }
         Some(_) => {}
     }
 }
