@@ -414,8 +414,8 @@ NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 DEVICELIST = "eu.siacs.conversations.axolotl.devicelist"
 
 
-def pep_client(user, password, resource, args, interests=()):
-    c = Client("%s@%s/%s" % (user, args.domain, resource), password, args)
+def pep_client(user, password, resource, args, interests=(), domain=None, port=None, ca=None):
+    c = Client("%s@%s/%s" % (user, domain or args.domain, resource), password, args, port=port, ca=ca)
     for plugin in ("xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084", "xep_0054"):
         c.register_plugin(plugin)
     for ns in interests:
@@ -1693,6 +1693,59 @@ async def scenario_federate_push(args):
     app_client.disconnect()
 
 
+async def scenario_federate_pep(args):
+    """XEP-0163 across federation: --user2 on the second server, a mutual contact of --user with
+    +notify for OMEMO device lists, gets --user's new device list as a notification, and the last
+    one when it comes online again (its caps learnt over federation)."""
+    port2, ca2, domain2 = side2(args)
+    a = manual_subscriptions(pep_client(args.user, args.password, "a", args))
+    b = manual_subscriptions(pep_client(args.user2, args.password2, "b", args, (DEVICELIST,),
+                                        domain=domain2, port=port2, ca=ca2))
+    await a.start()
+    await b.start()
+    A, B = a.boundjid.bare, b.boundjid.bare
+    a.send_presence(pto=B, ptype="subscribe")
+    await expect(b.subscriptions, lambda p: p["from"].bare == A, args.timeout, "a's request at b")
+    b.send_presence(pto=A, ptype="subscribed")
+    b.send_presence(pto=A, ptype="subscribe")
+    await expect(a.subscriptions, lambda p: p["from"].bare == B, args.timeout, "b's request at a")
+    a.send_presence(pto=B, ptype="subscribed")
+    await expect(b.presences, lambda p: p["from"].bare == A, args.timeout, "a's presence at b")
+    # b's presence (with its caps) now reaches a's server as a contact allowed to see a's nodes.
+    await asyncio.sleep(0.5)
+    b.send_presence(pstatus="here")
+    await expect(a.presences, lambda p: p["from"].bare == B and p["status"] == "here", args.timeout,
+                 "b's presence at a")
+    await asyncio.sleep(1.0)
+
+    def devices(n):
+        d = ET.Element("{eu.siacs.conversations.axolotl}list")
+        ET.SubElement(d, "{eu.siacs.conversations.axolotl}device", id=str(n))
+        return d
+    await a["xep_0060"].publish(A, DEVICELIST, id="current", payload=devices(1111),
+                                options=publish_options(a, access_model="open"))
+    _, payload = await expect_event(b, A, DEVICELIST, args.timeout)
+    if payload.find("{eu.siacs.conversations.axolotl}device").get("id") != "1111":
+        fail("wrong device list notification over federation: %s" % ET.tostring(payload))
+    await a["xep_0060"].publish(A, DEVICELIST, id="current", payload=devices(2222),
+                                options=publish_options(a, access_model="open"))
+    _, payload = await expect_event(b, A, DEVICELIST, args.timeout)
+    if payload.find("{eu.siacs.conversations.axolotl}device").get("id") != "2222":
+        fail("second device list not notified: %s" % ET.tostring(payload))
+    # b comes back: the last item arrives once its interests are known again.
+    b.disconnect()
+    await asyncio.sleep(1.0)
+    b2 = pep_client(args.user2, args.password2, "b2", args, (DEVICELIST,), domain=domain2, port=port2, ca=ca2)
+    await b2.start()
+    _, payload = await expect_event(b2, A, DEVICELIST, args.timeout)
+    if payload.find("{eu.siacs.conversations.axolotl}device").get("id") != "2222":
+        fail("last device list not sent to the returning contact: %s" % ET.tostring(payload))
+    print("OK federated pep: notifications and the last item reached the contact on the other server",
+          flush=True)
+    a.disconnect()
+    b2.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -1740,7 +1793,8 @@ def main():
           "muc_own": scenario_muc_own, "federate": scenario_federate,
           "federate_refused": scenario_federate_refused, "limited_remote": scenario_limited_remote,
           "inbox": scenario_inbox, "send": scenario_send,
-          "federate_push": scenario_federate_push}.get(args.scenario)
+          "federate_push": scenario_federate_push,
+          "federate_pep": scenario_federate_pep}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

@@ -529,6 +529,32 @@ fn push_notifications_reach_an_app_server_on_another_domain() {
 }
 
 #[test]
+fn personal_eventing_reaches_contacts_on_another_server() {
+    let ca = TestCa::new();
+    let (pa, pb) = (free_port(), free_port());
+    let a = start("a.test", &ca, &[&ca], pa, &[("b.test", pb)]);
+    let b = start("b.test", &ca, &[&ca], pb, &[("a.test", pa)]);
+    a.user(ALICE.0, ALICE.1, &[]);
+    b.user(BOB.0, BOB.1, &[]);
+    let (ok, out) = client(
+        "federate_pep",
+        &a.endpoint(),
+        Some(&b.endpoint()),
+        &[
+            "--user",
+            ALICE.0,
+            "--password",
+            ALICE.1,
+            "--user2",
+            BOB.0,
+            "--password2",
+            BOB.1,
+        ],
+    );
+    assert!(ok && out.contains("OK federated pep"), "{out}");
+}
+
+#[test]
 fn untrusted_peer_is_refused() {
     let ca = TestCa::new();
     let other = TestCa::new();
