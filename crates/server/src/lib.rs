@@ -127,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &tracker,
         shutdown.clone(),
     );
+    spawn_checkpoints(data.store.clone(), &tracker, shutdown.clone());
     c2s::start(state.clone(), &tracker, shutdown.clone()).await?;
     s2s::incoming::start(state.clone(), &tracker, shutdown.clone()).await?;
     shutdown.cancelled().await;
@@ -135,4 +136,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     snikket_runtime::shutdown::drain(&tracker, Duration::from_secs(10)).await;
     data.store.close().await;
     Ok(())
+}
+
+/// Checkpoints the SQLite write-ahead log every second from a connection of its own, so that
+/// commits (the archive's, which messages wait for) never carry a checkpoint's fsyncs.
+fn spawn_checkpoints(
+    store: snikket_store::Store,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = store.checkpoint().await {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
+                }
+            }
+        }
+    });
 }

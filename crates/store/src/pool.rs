@@ -86,7 +86,12 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // No checkpoint inside a committing transaction: SQLite's automatic one runs in
+            // whichever connection commits past 1000 pages, and its fsyncs then stall that
+            // commit (and every message waiting for it). The server checkpoints from its own
+            // connection instead ([`Store::checkpoint`]); the last connection to close does too.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts)
@@ -111,6 +116,18 @@ impl Store {
         with_pool!(self, p => p.close().await)
     }
 
+    /// Copies what the SQLite write-ahead log holds into the database file (without waiting for
+    /// readers), on a connection of its own so that writers never wait for its fsyncs. Call it
+    /// every second or so; a no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Pool::Sqlite(p) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
@@ -121,6 +138,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[tokio::test]
+    async fn sqlite_checkpoints_only_when_asked() {
+        crate::tests_support::each_backend(|store| async move {
+            store
+                .create_account("alice", crate::Role::Normal, &[], None)
+                .await
+                .unwrap();
+            if let super::Pool::Sqlite(p) = &store.pool {
+                let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+                    .fetch_one(p)
+                    .await
+                    .unwrap();
+                assert_eq!(pages, 0, "commits must not checkpoint");
+            }
+            store.checkpoint().await.unwrap();
+        })
+        .await;
+    }
 
     fn names(dir: &str) -> Vec<String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
