@@ -283,31 +283,42 @@ async fn message(state: &State, me: &Sender, mut stanza: Element) -> Vec<Element
         return Vec::new();
     };
     let copy = carbon_eligible(&stanza).then(|| stanza.clone());
-    let original_for_archive = stanza.clone();
-    let replies = match target(state, &to) {
-        Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
-        Target::Remote(_) => to_remote(state, me, stanza).await,
-        Target::Share if kind != "error" => {
-            vec![xml::error_reply(&stanza, "service-unavailable", None)]
-        }
-        Target::Server | Target::Share => Vec::new(),
-        Target::Local { username, resource } => {
-            deliver_message(state, &username, resource.as_deref(), &kind, stanza).await
+    let target = target(state, &to);
+    if matches!(target, Target::Remote(_)) && !may_federate(state, me, &stanza).await {
+        return vec![federation_refusal(&stanza)];
+    }
+    // The sender's own archive copy is written alongside the delivery (which waits for the
+    // recipient's copy), so a message costs one archive commit of latency, not two; like
+    // Prosody, the sender's copy is kept even if delivery then fails.
+    let with = match &target {
+        Target::Local { username, .. } => Some(format!("{username}@{}", state.config.domain.ascii)),
+        Target::Remote(_) => Some(bare_of(&to)),
+        _ => None,
+    }
+    .filter(|_| crate::archive::archivable(&stanza));
+    let own = with.as_ref().map(|_| stanza.clone());
+    let deliver = async {
+        match target {
+            Target::Invalid => vec![xml::error_reply(&stanza, "jid-malformed", None)],
+            Target::Remote(_) => {
+                crate::s2s::send(state, stanza).await;
+                Vec::new()
+            }
+            Target::Share if kind != "error" => {
+                vec![xml::error_reply(&stanza, "service-unavailable", None)]
+            }
+            Target::Server | Target::Share => Vec::new(),
+            Target::Local { username, resource } => {
+                deliver_message(state, &username, resource.as_deref(), &kind, stanza).await
+            }
         }
     };
-    if replies.is_empty() && crate::archive::archivable(&original_for_archive) {
-        let with = match target(state, &to) {
-            Target::Local { username, .. } => {
-                Some(format!("{username}@{}", state.config.domain.ascii))
-            }
-            Target::Remote(_) => Some(bare_of(&to)),
-            _ => None,
-        };
-        if let Some(with) = with {
-            let mut own = original_for_archive;
+    let archive_own = async {
+        if let (Some(with), Some(mut own)) = (with, own) {
             crate::archive::archive_for(state, &me.username, &with, &mut own).await;
         }
-    }
+    };
+    let (replies, ()) = tokio::join!(deliver, archive_own);
     if let Some(original) = copy.filter(|_| replies.is_empty()) {
         state.router.to_carbons(&me.username, &[&me.resource], |r| {
             carbon("sent", &me.bare, &format!("{}/{r}", me.bare), &original)
