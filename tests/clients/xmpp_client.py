@@ -1165,8 +1165,8 @@ async def scenario_upload_quota(args):
     a.disconnect()
     b.disconnect()
 
-def muc_client(user, password, resource, args):
-    c = Client("%s@%s/%s" % (user, args.domain, resource), password, args)
+def muc_client(user, password, resource, args, domain=None, port=None, ca=None, mech=None):
+    c = Client("%s@%s/%s" % (user, domain or args.domain, resource), password, args, mech=mech, port=port, ca=ca)
     c.register_plugin("xep_0045")
     c.register_plugin("xep_0060")
     c.groupchat = asyncio.Queue()
@@ -1746,6 +1746,35 @@ async def scenario_federate_pep(args):
     b2.disconnect()
 
 
+async def scenario_federate_muc(args):
+    """A group chat on the other server (--group ROOM on its MUC service): --user2 (there) and
+    --user (here, joining over federation) see each other join and chat both ways."""
+    port2, ca2, domain2 = side2(args)
+    room = args.group
+    there = muc_client(args.user2, args.password2, "p", args, domain=domain2, port=port2, ca=ca2, mech=args.mech2)
+    here = muc_client(args.user, args.password, "a", args)
+    await there.start()
+    await here.start()
+    muc = "xep_0045"
+    await there[muc].join_muc_wait(room, "Pat", timeout=args.timeout)
+    _, _, occupants, _ = await here[muc].join_muc_wait(room, "Alice", timeout=args.timeout)
+    if "Pat" not in [o["from"].resource for o in occupants]:
+        fail("occupants seen from here: %s" % [str(o["from"]) for o in occupants])
+    here.send_message(mto=room, mbody="hello from here", mtype="groupchat")
+    await expect(there.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
+                 "our message in the remote room")
+    await expect(here.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
+                 "reflection of our message")
+    there.send_message(mto=room, mbody="hello from there", mtype="groupchat")
+    m = await expect(here.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
+                     "the remote message here")
+    if m["from"] != room + "/Pat":
+        fail("remote room message from %s" % m["from"])
+    print("OK federated group chat in %s" % room, flush=True)
+    here.disconnect()
+    there.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -1794,7 +1823,8 @@ def main():
           "federate_refused": scenario_federate_refused, "limited_remote": scenario_limited_remote,
           "inbox": scenario_inbox, "send": scenario_send,
           "federate_push": scenario_federate_push,
-          "federate_pep": scenario_federate_pep}.get(args.scenario)
+          "federate_pep": scenario_federate_pep,
+          "federate_muc": scenario_federate_muc}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

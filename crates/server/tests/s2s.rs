@@ -291,7 +291,8 @@ impl Prosody {
         );
         let dir = snikket_testkit::temp_dir();
         let d = dir.path();
-        let leaf = ca.leaf(&[domain]);
+        let conference = format!("conference.{domain}");
+        let leaf = ca.leaf(&[domain, conference.as_str()]);
         std::fs::write(d.join("cert.pem"), &leaf.fullchain_pem).unwrap();
         std::fs::write(d.join("key.pem"), &leaf.key_pem).unwrap();
         let ca_path = d.join("ca.pem");
@@ -327,7 +328,9 @@ allow_registration = false
 storage = "internal"
 ssl = {{ certificate = "{p}/cert.pem"; key = "{p}/key.pem"; cafile = "{p}/ca.pem" }}
 certificates = "{p}/certs"
+muc_room_locking = false
 VirtualHost "{domain}"
+Component "conference.{domain}" "muc"
 "#
         );
         let cfg = d.join("prosody.cfg.lua");
@@ -495,6 +498,44 @@ fn federation_with_prosody() {
         ],
     );
     assert!(ok && out.contains("OK federation"), "{out}");
+}
+
+#[test]
+fn our_users_join_group_chats_on_prosody() {
+    let ca = TestCa::new();
+    let pat = ("pat", "pat's prosody password");
+    let p = Prosody::start("prosody.test", &ca, &[pat]);
+    let a = start(
+        "a.test",
+        &ca,
+        &[&ca],
+        free_port(),
+        &[
+            ("prosody.test", p.s2s_port),
+            ("conference.prosody.test", p.s2s_port),
+        ],
+    );
+    a.user(ALICE.0, ALICE.1, &[]);
+    let (ok, out) = client(
+        "federate_muc",
+        &a.endpoint(),
+        Some(&p.endpoint()),
+        &[
+            "--user",
+            ALICE.0,
+            "--password",
+            ALICE.1,
+            "--user2",
+            pat.0,
+            "--password2",
+            pat.1,
+            "--mech2",
+            "SCRAM-SHA-1",
+            "--group",
+            "family@conference.prosody.test",
+        ],
+    );
+    assert!(ok && out.contains("OK federated group chat"), "{out}");
 }
 
 #[test]
