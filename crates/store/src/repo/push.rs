@@ -6,8 +6,8 @@
 use crate::pool::with_pool;
 use crate::{now, Store, StoreError};
 
-/// One stored registration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stored registration. (`Debug` leaves the encryption key out.)
+#[derive(Clone, PartialEq, Eq)]
 pub struct PushRegistration {
     /// The push service's JID (the app server).
     pub service: String,
@@ -19,17 +19,32 @@ pub struct PushRegistration {
     pub client_id: String,
     /// When it was enabled, Unix seconds.
     pub created_at: i64,
+    /// The device's AES-128-GCM key (base64) for encrypted notifications, if it gave one.
+    pub encrypt_key: Option<String>,
 }
 
-type Row = (String, String, String, String, i64);
+impl std::fmt::Debug for PushRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushRegistration")
+            .field("service", &self.service)
+            .field("node", &self.node)
+            .field("client_id", &self.client_id)
+            .field("created_at", &self.created_at)
+            .field("encrypted", &self.encrypt_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
-fn from_row((service, node, options, client_id, created_at): Row) -> PushRegistration {
+type Row = (String, String, String, String, i64, Option<String>);
+
+fn from_row((service, node, options, client_id, created_at, encrypt_key): Row) -> PushRegistration {
     PushRegistration {
         service,
         node,
         options,
         client_id,
         created_at,
+        encrypt_key,
     }
 }
 
@@ -45,9 +60,10 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
-                "INSERT INTO push_registrations (username, service, node, options, client_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username, service, node) DO UPDATE SET \
-                 options = excluded.options, client_id = excluded.client_id, created_at = excluded.created_at",
+                "INSERT INTO push_registrations (username, service, node, options, client_id, created_at, encrypt_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (username, service, node) DO UPDATE SET \
+                 options = excluded.options, client_id = excluded.client_id, created_at = excluded.created_at, \
+                 encrypt_key = excluded.encrypt_key",
             )
             .bind(username)
             .bind(&reg.service)
@@ -55,6 +71,7 @@ impl Store {
             .bind(&reg.options)
             .bind(&reg.client_id)
             .bind(reg.created_at)
+            .bind(&reg.encrypt_key)
             .execute(&mut *tx)
             .await?;
             // Ties on created_at are broken by service and node, so the result is deterministic.
@@ -106,7 +123,7 @@ impl Store {
         username: &str,
     ) -> Result<Vec<PushRegistration>, StoreError> {
         let rows: Vec<Row> = with_pool!(self, p => sqlx::query_as(
-            "SELECT service, node, options, client_id, created_at FROM push_registrations \
+            "SELECT service, node, options, client_id, created_at, encrypt_key FROM push_registrations \
              WHERE username = $1 ORDER BY created_at DESC, service, node",
         )
         .bind(username)
@@ -129,6 +146,7 @@ pub fn new_registration(
         options: options.to_string(),
         client_id: client_id.to_string(),
         created_at: now(),
+        encrypt_key: None,
     }
 }
 
@@ -145,6 +163,7 @@ mod tests {
             options: String::new(),
             client_id: "phone".into(),
             created_at,
+            encrypt_key: (node == "n6").then(|| "AAECAwQFBgcICQoLDA0ODw==".into()),
         }
     }
 
@@ -176,6 +195,12 @@ mod tests {
                 ["n6", "n5", "n4", "n3", "n2"],
                 "the five newest are kept"
             );
+            let newest = &store.push_registrations("alice").await.unwrap()[0];
+            assert_eq!(
+                newest.encrypt_key.as_deref(),
+                Some("AAECAwQFBgcICQoLDA0ODw==")
+            );
+            assert!(!format!("{newest:?}").contains("AAECAw"), "key in Debug");
 
             // Enabling again refreshes the entry instead of adding one.
             let mut again = reg("n2", 200);
