@@ -241,6 +241,9 @@ fn account_disco(owner: bool) -> Element {
             crate::blocking::NS_BLOCKING,
             crate::bookmarks::FEATURE_COMPAT,
             crate::push::NS_PUSH,
+            crate::push::NS_PUSH_ENCRYPT,
+            crate::push::NS_PUSH_ENCRYPT_AES_128_GCM,
+            crate::push::NS_PUSH_JINGLE,
             crate::clients::NS_CAM,
         ]);
     }

@@ -44,6 +44,14 @@ const NS_OMEMO_LEGACY: &str = "eu.siacs.conversations.axolotl";
 const NS_OMEMO: &str = "urn:xmpp:omemo:2";
 const NS_JINGLE_MESSAGE: &str = "urn:xmpp:jingle-message:0";
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+/// Encrypted notifications (Tigase's extension, which the Snikket iOS app uses).
+pub const NS_PUSH_ENCRYPT: &str = "tigase:push:encrypt:0";
+/// The one algorithm of [`NS_PUSH_ENCRYPT`].
+pub const NS_PUSH_ENCRYPT_AES_128_GCM: &str = "tigase:push:encrypt:aes-128-gcm";
+/// Call notifications marked as VoIP pushes.
+pub const NS_PUSH_JINGLE: &str = "tigase:push:jingle:0";
+/// Longest message text put into an encrypted notification, in bytes.
+const MAX_PUSH_TEXT: usize = 255;
 
 /// The push service and node a registration publishes to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -142,7 +150,13 @@ pub async fn iq(state: &State, me: &Sender, iq: &Element) -> Option<Element> {
                 Ok(o) => o,
                 Err(why) => return Some(xml::error_reply(iq, "bad-request", Some(why))),
             };
-            let reg = snikket_store::new_registration(&service, node, &options, &me.resource);
+            let mut reg = snikket_store::new_registration(&service, node, &options, &me.resource);
+            match encryption_key(p) {
+                Ok(key) => reg.encrypt_key = key,
+                Err((condition, why)) => {
+                    return Some(xml::error_reply(iq, condition, Some(why)));
+                }
+            }
             if let Err(e) = state
                 .store
                 .push_enable(&me.username, &reg, MAX_REGISTRATIONS)
@@ -190,6 +204,24 @@ fn selects(
     node: Option<&str>,
 ) -> bool {
     user == username && reg_service == service && node.is_none_or(|n| n == reg_node)
+}
+
+/// The key of `<encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>base64</encrypt>` in an
+/// `<enable/>`, if there is one: 16 bytes, kept in base64.
+fn encryption_key(enable: &Element) -> Result<Option<String>, (&'static str, &'static str)> {
+    use base64::Engine;
+    let Some(encrypt) = enable.get_child("encrypt", NS_PUSH_ENCRYPT) else {
+        return Ok(None);
+    };
+    if encrypt.attr("alg") != Some("aes-128-gcm") {
+        return Err(("feature-not-implemented", "Unknown encryption algorithm"));
+    }
+    let text = encrypt.text();
+    let key = text.trim();
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(bytes) if bytes.len() == 16 => Ok(Some(key.to_string())),
+        _ => Err(("bad-request", "Invalid encryption key")),
+    }
 }
 
 /// The client's publish-options form (XEP-0357 §5: a submitted data form), serialized.
@@ -341,11 +373,21 @@ fn notification(from: &str, id: &str, reg: &PushRegistration, stanza: &Element) 
             ),
         ],
     );
+    // With a device key the summary is replaced by what only the device can read: sender and
+    // text (the app server sees neither), as Snikket's iOS app expects.
+    let content = match reg
+        .encrypt_key
+        .as_deref()
+        .and_then(|k| encrypted(k, stanza))
+    {
+        Some(e) => e,
+        None => summary,
+    };
     let item = el(
         "item",
         NS_PUBSUB,
         &[],
-        vec![el("notification", NS_PUSH, &[], vec![summary])],
+        vec![el("notification", NS_PUSH, &[], vec![content])],
     );
     let mut pubsub = el(
         "pubsub",
@@ -367,6 +409,93 @@ fn notification(from: &str, id: &str, reg: &PushRegistration, stanza: &Element) 
         ],
         vec![pubsub],
     )
+}
+
+/// The message a notification is about: the original of a carbon copy, else the stanza.
+fn original(stanza: &Element) -> &Element {
+    ["received", "sent"]
+        .iter()
+        .find_map(|k| stanza.get_child(k, NS_CARBONS))
+        .and_then(|c| c.get_child("forwarded", xml::NS_FORWARD))
+        .and_then(|f| f.get_child("message", NS_CLIENT))
+        .unwrap_or(stanza)
+}
+
+/// The JSON the device decrypts (Tigase encrypted push): unread count, sender, text, kind.
+fn push_payload(stanza: &Element) -> serde_json::Value {
+    let m = original(stanza);
+    let from = m.attr("from").unwrap_or_default();
+    let bare = jid::Jid::new(from)
+        .map(|j| j.to_bare().to_string())
+        .unwrap_or_default();
+    let encrypted = m.has_child("encrypted", NS_OMEMO_LEGACY)
+        || m.has_child("encrypted", NS_OMEMO)
+        || m.has_child("encryption", "urn:xmpp:eme:0");
+    let text = if encrypted {
+        Some("You have received an encrypted message".to_string())
+    } else {
+        m.get_child("body", NS_CLIENT).map(|b| {
+            let body = b.text();
+            let mut end = body.len().min(MAX_PUSH_TEXT);
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body[..end].to_string()
+        })
+    };
+    let mut payload = serde_json::json!({ "unread": 1, "sender": bare });
+    if let Some(t) = text {
+        payload["message"] = t.into();
+    }
+    if m.attr("type") == Some("groupchat") {
+        payload["type"] = "groupchat".into();
+        if let Ok(j) = jid::Jid::new(from) {
+            if let Some(nick) = j.resource() {
+                payload["nickname"] = nick.as_str().into();
+            }
+        }
+    } else if let Some(propose) = m.get_child("propose", NS_JINGLE_MESSAGE) {
+        let mut media: Vec<&str> = propose
+            .children()
+            .filter(|d| d.name() == "description")
+            .filter_map(|d| d.attr("media"))
+            .collect();
+        media.sort_unstable();
+        media.dedup();
+        payload["type"] = "call".into();
+        payload["sid"] = propose.attr("id").unwrap_or_default().into();
+        payload["media"] = media.into();
+        payload["sender"] = from.into();
+    } else {
+        payload["type"] = "chat".into();
+    }
+    payload
+}
+
+/// `<encrypted xmlns='tigase:push:encrypt:0' iv='…'>` holding the AES-128-GCM encryption (with
+/// its tag) of the payload under the device's key; `None` if the key is unusable.
+fn encrypted(key_b64: &str, stanza: &Element) -> Option<Element> {
+    use base64::Engine;
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+    use ring::rand::SecureRandom;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(key_b64).ok()?;
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).ok()?);
+    let mut iv = [0u8; 12];
+    ring::rand::SystemRandom::new().fill(&mut iv).ok()?;
+    let payload = push_payload(stanza);
+    let call = payload["type"] == "call";
+    let mut data = serde_json::to_vec(&payload).ok()?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut data)
+        .ok()?;
+    let iv = b64.encode(iv);
+    let mut attrs = vec![("iv", iv.as_str())];
+    if call {
+        attrs.push(("type", "voip"));
+    }
+    let mut e = el("encrypted", NS_PUSH_ENCRYPT, &attrs, vec![]);
+    e.append_text(b64.encode(data));
+    Some(e)
 }
 
 fn parse_options(options: &str) -> Option<Element> {
@@ -480,6 +609,7 @@ mod tests {
             options: "<x xmlns='jabber:x:data' type='submit'><field var='secret'><value>s3</value></field></x>".into(),
             client_id: "phone".into(),
             created_at: 0,
+            encrypt_key: None,
         };
         let m = parse("<message xmlns='jabber:client' from='bob@example.com/x'><body>the secret plan</body></message>");
         let iq = notification("alice@example.com", "id1", &reg, &m);
@@ -511,5 +641,73 @@ mod tests {
             "a".repeat(MAX_OPTIONS)
         );
         assert!(publish_options(&parse(&big)).is_err());
+    }
+
+    #[test]
+    fn encrypted_notifications_only_the_device_can_read() {
+        use base64::Engine;
+        use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = [7u8; 16];
+        let reg = PushRegistration {
+            service: "push.example.net".into(),
+            node: "device-1".into(),
+            options: String::new(),
+            client_id: "phone".into(),
+            created_at: 0,
+            encrypt_key: Some(b64.encode(key)),
+        };
+        let m = parse("<message xmlns='jabber:client' type='chat' from='bob@example.com/x'><body>the secret plan</body></message>");
+        let iq = notification("alice@example.com", "id1", &reg, &m);
+        let text = String::from(&iq);
+        assert!(
+            !text.contains("secret plan") && !text.contains("bob@"),
+            "{text}"
+        );
+        let enc = iq
+            .get_child("pubsub", NS_PUBSUB)
+            .and_then(|p| p.get_child("publish", NS_PUBSUB))
+            .and_then(|p| p.get_child("item", NS_PUBSUB))
+            .and_then(|i| i.get_child("notification", NS_PUSH))
+            .and_then(|n| n.get_child("encrypted", NS_PUSH_ENCRYPT))
+            .expect("encrypted payload");
+        let iv: [u8; 12] = b64
+            .decode(enc.attr("iv").expect("iv"))
+            .expect("iv base64")
+            .try_into()
+            .expect("12-byte iv");
+        let mut data = b64.decode(enc.text()).expect("payload base64");
+        let k = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).expect("key"));
+        let plain = k
+            .open_in_place(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut data)
+            .expect("decrypts with the device key");
+        let json: serde_json::Value = serde_json::from_slice(plain).expect("json");
+        assert_eq!(json["sender"], "bob@example.com");
+        assert_eq!(json["message"], "the secret plan");
+        assert_eq!(json["type"], "chat");
+        // A call is a VoIP push naming the media.
+        let call = parse("<message xmlns='jabber:client' from='bob@example.com/x'><propose xmlns='urn:xmpp:jingle-message:0' id='c1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>");
+        let iq = notification("alice@example.com", "id2", &reg, &call);
+        assert!(
+            String::from(&iq).contains("type=\"voip\"")
+                || String::from(&iq).contains("type='voip'")
+        );
+        assert_eq!(push_payload(&call)["media"], serde_json::json!(["audio"]));
+        // Bad keys and algorithms are refused at enable time.
+        let enable = |inner: &str| {
+            parse(&format!(
+                "<enable xmlns='urn:xmpp:push:0' jid='p' node='n'>{inner}</enable>"
+            ))
+        };
+        assert_eq!(encryption_key(&enable("")), Ok(None));
+        assert!(encryption_key(&enable(
+            "<encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>AAAA</encrypt>"
+        ))
+        .is_err());
+        assert!(encryption_key(&enable("<encrypt xmlns='tigase:push:encrypt:0' alg='aes-256-cbc'>BwcHBwcHBwcHBwcHBwcHBw==</encrypt>")).is_err());
+        assert_eq!(
+            encryption_key(&enable("<encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>BwcHBwcHBwcHBwcHBwcHBw==</encrypt>")),
+            Ok(Some("BwcHBwcHBwcHBwcHBwcHBw==".into()))
+        );
     }
 }
