@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages the tests drive (third-party peers, headless Chromium for the portal's browser
 # test) or need (PostgreSQL for the second backend).
-TEST_PACKAGES := postgresql coturn pebble certbot prosody python3-slixmpp python3-aiohttp curl nginx-light ca-certificates openssl chromium chromium-driver
+TEST_PACKAGES := postgresql coturn pebble certbot prosody python3-slixmpp python3-aiohttp python3-cryptography curl nginx-light ca-certificates openssl chromium chromium-driver
 # Extra packages for the benchmarks.
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk nginx hyperfine
 # Outside the checkout: when run as root the cluster runs as the postgres user, which may not

@@ -991,6 +991,55 @@ async def scenario_push(args):
     app_client.disconnect()
 
 
+async def scenario_push_encrypted(args):
+    """Tigase encrypted push (what the Snikket iOS app uses): the account announces it; with a key
+    in <enable/>, the notification for an offline message carries only <encrypted iv=...>, which
+    the key opens to the sender and the text; a bad key is refused."""
+    import json
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    enc_ns = "tigase:push:encrypt:0"
+    app_client = Client("%s@%s/app" % (args.user3, args.domain), args.password3, args)
+    app = AppServer(app_client)
+    b = Client("%s@%s/desk" % (args.user2, args.domain), args.password2, args)
+    a = Client("%s@%s/phone" % (args.user, args.domain), args.password, args)
+    for c in (app_client, b, a):
+        await c.start()
+    service = app_client.boundjid.full
+    abare = a.boundjid.bare
+    features = (await a["xep_0030"].get_info(jid=abare, timeout=args.timeout))["disco_info"]["features"]
+    for f in (enc_ns, "tigase:push:encrypt:aes-128-gcm"):
+        if f not in features:
+            fail("%s not announced" % f)
+
+    def enable(key_b64, alg="aes-128-gcm"):
+        iq = push_iq(a, "enable", service, "enc-node")
+        enc = ET.SubElement(iq.xml.find("{%s}enable" % PUSH), "{%s}encrypt" % enc_ns, {"alg": alg})
+        enc.text = key_b64
+        return iq
+    err = await iq_error(enable(base64.b64encode(b"short").decode()), args)
+    if err["error"]["condition"] != "bad-request":
+        fail("a 5-byte key: %s" % err["error"]["condition"])
+    key = os.urandom(16)
+    await enable(base64.b64encode(key).decode()).send(timeout=args.timeout)
+    a.disconnect()
+    await asyncio.sleep(1.0)
+    b.send_message(mto=abare, mbody="the secret plan", mtype="chat")
+    push = await app.next("enc-node", args.timeout, "encrypted push for an offline message")
+    raw = str(push)
+    if "the secret plan" in raw or b.boundjid.bare in raw:
+        fail("the app server can read the notification: %s" % raw)
+    e = push.xml.find(".//{%s}encrypted" % enc_ns)
+    if e is None:
+        fail("no encrypted payload: %s" % raw)
+    plain = AESGCM(key).decrypt(base64.b64decode(e.get("iv")), base64.b64decode(e.text), None)
+    j = json.loads(plain)
+    if j.get("sender") != b.boundjid.bare or j.get("message") != "the secret plan" or j.get("type") != "chat":
+        fail("decrypted payload: %s" % j)
+    print("OK encrypted push: %s" % sorted(j), flush=True)
+    b.disconnect()
+    app_client.disconnect()
+
+
 CAM = "urn:xmpp:cam:0"
 
 
@@ -1817,7 +1866,7 @@ def main():
           "resume": scenario_resume, "extdisco": scenario_extdisco, "caps": scenario_caps,
           "pep": scenario_pep, "csi": scenario_csi, "block": scenario_block,
           "private": scenario_private, "bookmarks": scenario_bookmarks,
-          "push": scenario_push, "cam": scenario_cam, "upload": scenario_upload,
+          "push": scenario_push, "push_encrypted": scenario_push_encrypted, "cam": scenario_cam, "upload": scenario_upload,
           "upload_quota": scenario_upload_quota, "muc": scenario_muc,
           "muc_own": scenario_muc_own, "federate": scenario_federate,
           "federate_refused": scenario_federate_refused, "limited_remote": scenario_limited_remote,

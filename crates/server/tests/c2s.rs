@@ -1411,6 +1411,14 @@ fn push_notifications_reach_an_app_server() {
         ("pushapp", "velvet comet anchor"),
     );
     assert!(ok && out.contains("OK push:"), "{out}");
+    // Encrypted push (tigase:push:encrypt:0, the Snikket iOS app's).
+    let (ok, out) = s.three_users(
+        "push_encrypted",
+        ("pia", "purple ocean lantern"),
+        ("quin", "granite tulip saddle"),
+        ("pushapp", "velvet comet anchor"),
+    );
+    assert!(ok && out.contains("OK encrypted push"), "{out}");
 }
 
 #[test]
