@@ -789,35 +789,34 @@ pub async fn presence(state: &State, me: &Sender, stanza: &Element) {
         interests_known(state, me, nodes).await;
         return;
     }
+    let query = (me.full.clone(), hash.to_string(), ver.to_string(), None);
+    let iq = caps_query(state, &state.config.domain.ascii, node, query);
+    state.router.to_resource(&me.username, &me.resource, iq);
+}
+
+/// A disco#info query from `from` for the `node#ver` of a session's caps, remembered as pending
+/// until its answer comes back to [`iq_response`].
+fn caps_query(state: &State, from: &str, node: &str, query: CapsQuery) -> Element {
     let id = format!("caps{}", state.pep.next_id.fetch_add(1, Ordering::Relaxed));
+    let (to, ver) = (query.0.clone(), query.2.clone());
     {
         let mut pending = lock(&state.pep.pending);
         if pending.len() >= MAX_CACHED {
             pending.clear();
         }
-        pending.insert(
-            id.clone(),
-            (me.full.clone(), hash.to_string(), ver.to_string(), None),
-        );
+        pending.insert(id.clone(), query);
     }
-    let query = el(
-        "query",
-        NS_DISCO_INFO,
-        &[("node", &format!("{node}#{ver}"))],
-        vec![],
-    );
-    let iq = el(
+    el(
         "iq",
         NS_CLIENT,
-        &[
-            ("type", "get"),
-            ("id", &id),
-            ("from", &state.config.domain.ascii),
-            ("to", &me.full),
-        ],
-        vec![query],
-    );
-    state.router.to_resource(&me.username, &me.resource, iq);
+        &[("type", "get"), ("id", &id), ("from", from), ("to", &to)],
+        vec![el(
+            "query",
+            NS_DISCO_INFO,
+            &[("node", &format!("{node}#{ver}"))],
+            vec![],
+        )],
+    )
 }
 
 /// An IQ result or error addressed to the server: the answer to a caps query, if it is one.

@@ -424,15 +424,21 @@ fn client(
     (out.status.success(), format!("{stdout}\n{stderr}"))
 }
 
+/// `a.test` and `b.test`, each routed to the other, both trusting `ca`.
+fn pair(ca: &TestCa) -> (Server, Server) {
+    let (pa, pb) = (free_port(), free_port());
+    let a = start("a.test", ca, &[ca], pa, &[("b.test", pb)]);
+    let b = start("b.test", ca, &[ca], pb, &[("a.test", pa)]);
+    (a, b)
+}
+
 const ALICE: (&str, &str) = ("alice", "correct horse battery");
 const BOB: (&str, &str) = ("bob", "battery staple horse");
 
 #[test]
 fn two_of_our_servers_federate() {
     let ca = TestCa::new();
-    let (pa, pb) = (free_port(), free_port());
-    let a = start("a.test", &ca, &[&ca], pa, &[("b.test", pb)]);
-    let b = start("b.test", &ca, &[&ca], pb, &[("a.test", pa)]);
+    let (a, b) = pair(&ca);
     a.user(ALICE.0, ALICE.1, &[]);
     b.user(BOB.0, BOB.1, &[]);
     // alice subscribes first (a.test opens the first link), bob approves and subscribes back;
@@ -541,9 +547,7 @@ fn our_users_join_group_chats_on_prosody() {
 #[test]
 fn push_notifications_reach_an_app_server_on_another_domain() {
     let ca = TestCa::new();
-    let (pa, pb) = (free_port(), free_port());
-    let a = start("a.test", &ca, &[&ca], pa, &[("b.test", pb)]);
-    let b = start("b.test", &ca, &[&ca], pb, &[("a.test", pa)]);
+    let (a, b) = pair(&ca);
     a.user(ALICE.0, ALICE.1, &[]);
     a.user("carl", "a passphrase of his own", &[]);
     b.user("pusher", "velvet comet anchor", &[]);
@@ -572,9 +576,7 @@ fn push_notifications_reach_an_app_server_on_another_domain() {
 #[test]
 fn personal_eventing_reaches_contacts_on_another_server() {
     let ca = TestCa::new();
-    let (pa, pb) = (free_port(), free_port());
-    let a = start("a.test", &ca, &[&ca], pa, &[("b.test", pb)]);
-    let b = start("b.test", &ca, &[&ca], pb, &[("a.test", pa)]);
+    let (a, b) = pair(&ca);
     a.user(ALICE.0, ALICE.1, &[]);
     b.user(BOB.0, BOB.1, &[]);
     let (ok, out) = client(
@@ -627,9 +629,7 @@ fn untrusted_peer_is_refused() {
 #[test]
 fn limited_users_cannot_reach_remote_domains() {
     let ca = TestCa::new();
-    let (pa, pb) = (free_port(), free_port());
-    let a = start("a.test", &ca, &[&ca], pa, &[("b.test", pb)]);
-    let b = start("b.test", &ca, &[&ca], pb, &[("a.test", pa)]);
+    let (a, b) = pair(&ca);
     a.user("hal", "limited user password", &["--role", "limited"]);
     a.user(ALICE.0, ALICE.1, &[]);
     b.user(BOB.0, BOB.1, &[]);

@@ -4,13 +4,12 @@
 //! gets the last items of the account it is a contact of, and notifications of new ones, like a
 //! local session — as Prosody's PEP does for remote subscribers.
 
-use super::{event_message, item_el, MAX_CACHED, NS_CAPS, NS_DISCO_INFO, NS_EVENT};
+use super::{event_message, item_el, MAX_CACHED, NS_CAPS, NS_EVENT};
 use crate::state::{lock, State};
-use crate::xml::{el, NS_CLIENT};
+use crate::xml::el;
 use minidom::Element;
 use snikket_store::PepNode;
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Available presence from `full` (on another server) reached `owner`, whose presence it is
@@ -28,40 +27,14 @@ pub async fn presence(state: &State, owner: &str, full: &str, stanza: &Element) 
         interests_known(state, owner, full, nodes).await;
         return;
     }
-    let id = format!("caps{}", state.pep.next_id.fetch_add(1, Ordering::Relaxed));
-    {
-        let mut pending = lock(&state.pep.pending);
-        if pending.len() >= MAX_CACHED {
-            pending.clear();
-        }
-        pending.insert(
-            id.clone(),
-            (
-                full.to_string(),
-                hash.to_string(),
-                ver.to_string(),
-                Some(owner.to_string()),
-            ),
-        );
-    }
     let owner_bare = format!("{owner}@{}", state.config.domain.ascii);
-    let query = el(
-        "query",
-        NS_DISCO_INFO,
-        &[("node", &format!("{node}#{ver}"))],
-        vec![],
+    let query = (
+        full.to_string(),
+        hash.to_string(),
+        ver.to_string(),
+        Some(owner.to_string()),
     );
-    let iq = el(
-        "iq",
-        NS_CLIENT,
-        &[
-            ("type", "get"),
-            ("id", &id),
-            ("from", &owner_bare),
-            ("to", full),
-        ],
-        vec![query],
-    );
+    let iq = super::caps_query(state, &owner_bare, node, query);
     crate::s2s::send(state, iq).await;
 }
 
