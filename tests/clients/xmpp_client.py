@@ -1035,7 +1035,25 @@ async def scenario_push_encrypted(args):
     j = json.loads(plain)
     if j.get("sender") != b.boundjid.bare or j.get("message") != "the secret plan" or j.get("type") != "chat":
         fail("decrypted payload: %s" % j)
-    print("OK encrypted push: %s" % sorted(j), flush=True)
+    if push.xml.find(".//{tigase:push:priority:0}priority") is None:
+        fail("no tigase:push:priority:0 mark: %s" % raw)
+
+    # Filters: a device that muted b is not woken by b, but still by others.
+    a2 = Client("%s@%s/phone2" % (args.user, args.domain), args.password, args)
+    await a2.start()
+    await push_iq(a2, "disable", service, "enc-node").send(timeout=args.timeout)
+    iq = push_iq(a2, "enable", service, "muted-node")
+    muted = ET.SubElement(iq.xml.find("{%s}enable" % PUSH), "{tigase:push:filter:muted:0}muted")
+    ET.SubElement(muted, "{tigase:push:filter:muted:0}item", {"jid": b.boundjid.bare})
+    await iq.send(timeout=args.timeout)
+    a2.disconnect()
+    await asyncio.sleep(1.0)
+    app.drain()
+    b.send_message(mto=abare, mbody="from a muted contact", mtype="chat")
+    await app.none(1.5, "a muted sender woke the device")
+    app_client.send_message(mto=abare, mbody="from someone else", mtype="chat")
+    await app.next("muted-node", args.timeout, "push for a sender who is not muted")
+    print("OK encrypted push: %s; muted senders filtered" % sorted(j), flush=True)
     b.disconnect()
     app_client.disconnect()
 

@@ -244,6 +244,10 @@ fn account_disco(owner: bool) -> Element {
             crate::push::NS_PUSH_ENCRYPT,
             crate::push::NS_PUSH_ENCRYPT_AES_128_GCM,
             crate::push::NS_PUSH_JINGLE,
+            crate::push::NS_PUSH_PRIORITY,
+            crate::push::NS_FILTER_UNKNOWN,
+            crate::push::NS_FILTER_MUTED,
+            crate::push::NS_FILTER_GROUPCHAT,
             crate::clients::NS_CAM,
         ]);
     }

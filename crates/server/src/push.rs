@@ -50,6 +50,17 @@ pub const NS_PUSH_ENCRYPT: &str = "tigase:push:encrypt:0";
 pub const NS_PUSH_ENCRYPT_AES_128_GCM: &str = "tigase:push:encrypt:aes-128-gcm";
 /// Call notifications marked as VoIP pushes.
 pub const NS_PUSH_JINGLE: &str = "tigase:push:jingle:0";
+/// Tells the app server a notification is urgent (Tigase's extension).
+pub const NS_PUSH_PRIORITY: &str = "tigase:push:priority:0";
+/// Filter: nothing from senders the user has not let see their presence.
+pub const NS_FILTER_UNKNOWN: &str = "tigase:push:filter:ignore-unknown:0";
+/// Filter: nothing from these addresses.
+pub const NS_FILTER_MUTED: &str = "tigase:push:filter:muted:0";
+/// Filter: per group chat, always, only when mentioned, or never.
+pub const NS_FILTER_GROUPCHAT: &str = "tigase:push:filter:groupchat:0";
+const NS_REFERENCE: &str = "urn:xmpp:reference:0";
+/// Longest accepted set of filters, serialized.
+const MAX_FILTERS: usize = 16_384;
 /// Longest message text put into an encrypted notification, in bytes.
 const MAX_PUSH_TEXT: usize = 255;
 
@@ -157,6 +168,10 @@ pub async fn iq(state: &State, me: &Sender, iq: &Element) -> Option<Element> {
                     return Some(xml::error_reply(iq, condition, Some(why)));
                 }
             }
+            match filters_of(p) {
+                Ok(f) => reg.filters = f,
+                Err(why) => return Some(xml::error_reply(iq, "not-acceptable", Some(why))),
+            }
             if let Err(e) = state
                 .store
                 .push_enable(&me.username, &reg, MAX_REGISTRATIONS)
@@ -221,6 +236,92 @@ fn encryption_key(enable: &Element) -> Result<Option<String>, (&'static str, &'s
     match base64::engine::general_purpose::STANDARD.decode(key) {
         Ok(bytes) if bytes.len() == 16 => Ok(Some(key.to_string())),
         _ => Err(("bad-request", "Invalid encryption key")),
+    }
+}
+
+/// The Tigase filters in an `<enable/>` (ignore-unknown, muted, groupchat), kept as sent inside
+/// one `<filters/>` element, or empty.
+fn filters_of(enable: &Element) -> Result<String, &'static str> {
+    let kept: Vec<Element> = enable
+        .children()
+        .filter(|c| {
+            c.is("ignore-unknown", NS_FILTER_UNKNOWN)
+                || c.is("muted", NS_FILTER_MUTED)
+                || c.is("groupchat", NS_FILTER_GROUPCHAT)
+        })
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return Ok(String::new());
+    }
+    let bytes = snikket_xmpp::framing::writer::element_to_bytes(&el("filters", NS_PUSH, &[], kept))
+        .map_err(|_| "Unreadable filters")?;
+    if bytes.len() > MAX_FILTERS {
+        return Err("Filters too large");
+    }
+    String::from_utf8(bytes).map_err(|_| "Unreadable filters")
+}
+
+/// The bare, lower-cased form of an address, for comparing filter entries.
+fn bare_lower(addr: &str) -> String {
+    jid::Jid::new(addr)
+        .map(|j| j.to_bare().to_string())
+        .unwrap_or_else(|_| addr.to_string())
+        .to_lowercase()
+}
+
+/// Whether the device's filters keep this notification back (as Prosody's
+/// `mod_cloud_notify_filters` does).
+async fn filtered(state: &State, username: &str, reg: &PushRegistration, stanza: &Element) -> bool {
+    if reg.filters.is_empty() {
+        return false;
+    }
+    let Ok(filters) = reg.filters.parse::<Element>() else {
+        return false;
+    };
+    let m = original(stanza);
+    let sender = bare_lower(m.attr("from").unwrap_or_default());
+    if filters.has_child("ignore-unknown", NS_FILTER_UNKNOWN) {
+        let known = matches!(
+            state.store.roster_item(username, &sender).await,
+            Ok(Some(i)) if i.subscription.has_from()
+        );
+        if !known {
+            return true;
+        }
+    }
+    if let Some(muted) = filters.get_child("muted", NS_FILTER_MUTED) {
+        let is_muted = muted
+            .children()
+            .filter(|i| i.name() == "item")
+            .any(|i| i.attr("jid").is_some_and(|j| bare_lower(j) == sender));
+        if is_muted {
+            return true;
+        }
+    }
+    if m.attr("type") != Some("groupchat") {
+        return false;
+    }
+    let rule = filters
+        .get_child("groupchat", NS_FILTER_GROUPCHAT)
+        .and_then(|g| {
+            g.children()
+                .filter(|r| r.name() == "room")
+                .find(|r| r.attr("jid").is_some_and(|j| bare_lower(j) == sender))
+        });
+    match rule.and_then(|r| r.attr("allow").map(|a| (a, r.attr("nick")))) {
+        Some(("never", _)) => true,
+        Some(("mentioned", nick)) => {
+            let ours = format!("xmpp:{username}@{}", state.config.domain.ascii);
+            let as_occupant = nick.map(|n| format!("xmpp:{sender}/{n}"));
+            let mentioned = m
+                .children()
+                .filter(|r| r.is("reference", NS_REFERENCE) && r.attr("type") == Some("mention"))
+                .filter_map(|r| r.attr("uri"))
+                .any(|uri| uri == ours || as_occupant.as_deref() == Some(uri));
+            !mentioned
+        }
+        _ => false,
     }
 }
 
@@ -303,6 +404,10 @@ pub async fn offline(state: &State, username: &str, stanza: &Element) {
 
 /// Publishes one summary notification for `reg`.
 async fn notify(state: &State, username: &str, reg: &PushRegistration, stanza: &Element) {
+    if filtered(state, username, reg, stanza).await {
+        tracing::debug!(user = %username, service = %reg.service, "push held back by the device's filters");
+        return;
+    }
     let from = format!("{username}@{}", state.config.domain.ascii);
     let id = crate::archive::new_stanza_id();
     let push = notification(&from, &id, reg, stanza);
@@ -387,7 +492,13 @@ fn notification(from: &str, id: &str, reg: &PushRegistration, stanza: &Element) 
         "item",
         NS_PUBSUB,
         &[],
-        vec![el("notification", NS_PUSH, &[], vec![content])],
+        // Only messages that matter are pushed (`important`), so every one is urgent.
+        vec![el(
+            "notification",
+            NS_PUSH,
+            &[],
+            vec![content, text_el("priority", NS_PUSH_PRIORITY, "high")],
+        )],
     );
     let mut pubsub = el(
         "pubsub",
@@ -610,6 +721,7 @@ mod tests {
             client_id: "phone".into(),
             created_at: 0,
             encrypt_key: None,
+            filters: String::new(),
         };
         let m = parse("<message xmlns='jabber:client' from='bob@example.com/x'><body>the secret plan</body></message>");
         let iq = notification("alice@example.com", "id1", &reg, &m);
@@ -656,6 +768,7 @@ mod tests {
             client_id: "phone".into(),
             created_at: 0,
             encrypt_key: Some(b64.encode(key)),
+            filters: String::new(),
         };
         let m = parse("<message xmlns='jabber:client' type='chat' from='bob@example.com/x'><body>the secret plan</body></message>");
         let iq = notification("alice@example.com", "id1", &reg, &m);
@@ -708,6 +821,28 @@ mod tests {
         assert_eq!(
             encryption_key(&enable("<encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>BwcHBwcHBwcHBwcHBwcHBw==</encrypt>")),
             Ok(Some("BwcHBwcHBwcHBwcHBwcHBw==".into()))
+        );
+    }
+
+    #[test]
+    fn only_tigase_filters_are_kept_from_an_enable() {
+        let enable = parse(
+            "<enable xmlns='urn:xmpp:push:0' jid='p' node='n'>\
+             <muted xmlns='tigase:push:filter:muted:0'><item jid='spam@example.net'/></muted>\
+             <groupchat xmlns='tigase:push:filter:groupchat:0'><room jid='r@groups.example.com' allow='mentioned' nick='al'/></groupchat>\
+             <other xmlns='urn:x'/></enable>",
+        );
+        let kept = filters_of(&enable).expect("filters");
+        assert!(
+            kept.contains("spam@example.net") && kept.contains("allow=") && !kept.contains("other")
+        );
+        assert_eq!(
+            filters_of(&parse("<enable xmlns='urn:xmpp:push:0'/>")),
+            Ok(String::new())
+        );
+        assert_eq!(
+            bare_lower("Room@Groups.Example.com/nick"),
+            "room@groups.example.com"
         );
     }
 }

@@ -21,6 +21,8 @@ pub struct PushRegistration {
     pub created_at: i64,
     /// The device's AES-128-GCM key (base64) for encrypted notifications, if it gave one.
     pub encrypt_key: Option<String>,
+    /// The device's notification filters as it sent them (serialized XML), or empty.
+    pub filters: String,
 }
 
 impl std::fmt::Debug for PushRegistration {
@@ -35,9 +37,11 @@ impl std::fmt::Debug for PushRegistration {
     }
 }
 
-type Row = (String, String, String, String, i64, Option<String>);
+type Row = (String, String, String, String, i64, Option<String>, String);
 
-fn from_row((service, node, options, client_id, created_at, encrypt_key): Row) -> PushRegistration {
+fn from_row(
+    (service, node, options, client_id, created_at, encrypt_key, filters): Row,
+) -> PushRegistration {
     PushRegistration {
         service,
         node,
@@ -45,6 +49,7 @@ fn from_row((service, node, options, client_id, created_at, encrypt_key): Row) -
         client_id,
         created_at,
         encrypt_key,
+        filters,
     }
 }
 
@@ -60,10 +65,11 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
-                "INSERT INTO push_registrations (username, service, node, options, client_id, created_at, encrypt_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (username, service, node) DO UPDATE SET \
+                "INSERT INTO push_registrations \
+                 (username, service, node, options, client_id, created_at, encrypt_key, filters) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (username, service, node) DO UPDATE SET \
                  options = excluded.options, client_id = excluded.client_id, created_at = excluded.created_at, \
-                 encrypt_key = excluded.encrypt_key",
+                 encrypt_key = excluded.encrypt_key, filters = excluded.filters",
             )
             .bind(username)
             .bind(&reg.service)
@@ -72,6 +78,7 @@ impl Store {
             .bind(&reg.client_id)
             .bind(reg.created_at)
             .bind(&reg.encrypt_key)
+            .bind(&reg.filters)
             .execute(&mut *tx)
             .await?;
             // Ties on created_at are broken by service and node, so the result is deterministic.
@@ -123,7 +130,7 @@ impl Store {
         username: &str,
     ) -> Result<Vec<PushRegistration>, StoreError> {
         let rows: Vec<Row> = with_pool!(self, p => sqlx::query_as(
-            "SELECT service, node, options, client_id, created_at, encrypt_key FROM push_registrations \
+            "SELECT service, node, options, client_id, created_at, encrypt_key, filters FROM push_registrations \
              WHERE username = $1 ORDER BY created_at DESC, service, node",
         )
         .bind(username)
@@ -147,6 +154,7 @@ pub fn new_registration(
         client_id: client_id.to_string(),
         created_at: now(),
         encrypt_key: None,
+        filters: String::new(),
     }
 }
 
@@ -164,6 +172,11 @@ mod tests {
             client_id: "phone".into(),
             created_at,
             encrypt_key: (node == "n6").then(|| "AAECAwQFBgcICQoLDA0ODw==".into()),
+            filters: if node == "n6" {
+                "<f/>".into()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -200,6 +213,7 @@ mod tests {
                 newest.encrypt_key.as_deref(),
                 Some("AAECAwQFBgcICQoLDA0ODw==")
             );
+            assert_eq!(newest.filters, "<f/>");
             assert!(!format!("{newest:?}").contains("AAECAw"), "key in Debug");
 
             // Enabling again refreshes the entry instead of adding one.
