@@ -8,6 +8,9 @@
 //!   (`muc#owner`), with affiliations managed by owners and admins (`muc#admin`), mediated
 //!   invitations and destruction. Their configuration and affiliations are in the store.
 //!
+//! People on other servers can join (and be invited to) rooms, as members where a room is
+//! members-only; they cannot create rooms, and circle chats stay with the circle's members.
+//!
 //! Occupants live in memory. A message is reflected to every occupant with a room stanza id and
 //! kept in a short in-memory history that joiners receive; members who are not connected at all
 //! get it in offline storage and a push notification. Not done: a room archive (MAM), nickname
@@ -86,7 +89,10 @@ impl Aff {
 /// One occupant: the session behind a nickname.
 #[derive(Debug, Clone)]
 struct Occupant {
+    /// The local account, or empty for someone on another server.
     username: String,
+    /// `user@domain`.
+    bare: String,
     resource: String,
     full: String,
     aff: Aff,
@@ -329,7 +335,12 @@ fn occupant_presence(
 }
 
 fn send(state: &State, o: &Occupant, stanza: Element) {
-    state.router.to_resource(&o.username, &o.resource, stanza);
+    if o.username.is_empty() {
+        // An occupant on another server.
+        crate::s2s::queue(state, stanza);
+    } else {
+        state.router.to_resource(&o.username, &o.resource, stanza);
+    }
 }
 
 /// Stanzas from a local client to `groups.DOMAIN` or one of its rooms; returns replies for the
@@ -889,6 +900,13 @@ async fn join_or_update(
     let mut created = false;
     let kind = match lookup(state, room).await {
         Ok(Some(k)) => k,
+        Ok(None) if me.username.is_empty() => {
+            return presence_error(
+                &stanza,
+                "not-allowed",
+                Some("Only people on this server can create group chats"),
+            )
+        }
         Ok(None) => match create(state, me, room).await {
             Ok(Some(k)) => {
                 created = true;
@@ -931,6 +949,7 @@ async fn join_or_update(
         .min(HISTORY);
     let me_occupant = Occupant {
         username: me.username.clone(),
+        bare: me.bare.clone(),
         resource: me.resource.clone(),
         full: me.full.clone(),
         aff,
@@ -940,7 +959,7 @@ async fn join_or_update(
     let r = rooms.entry(room.to_string()).or_default();
     r.non_anonymous = kind.non_anonymous();
     if let Some(other) = r.occupants.get(nick) {
-        if other.username != me.username {
+        if other.bare != me.bare {
             return presence_error(
                 &me_occupant.presence,
                 "conflict",
@@ -1295,8 +1314,8 @@ async fn change_subject(
     Vec::new()
 }
 
-/// A mediated invitation (XEP-0045 §7.8.2) to a local user: in a members-only room the invitee
-/// becomes a member when the inviter may invite.
+/// A mediated invitation (XEP-0045 §7.8.2), to someone here or on another server: in a
+/// members-only room the invitee becomes a member when the inviter may invite.
 async fn invitation(
     state: &State,
     me: &Sender,
@@ -1308,9 +1327,7 @@ async fn invitation(
         return vec![xml::error_reply(stanza, "jid-malformed", None)];
     };
     let to = to.to_bare();
-    if to.domain().as_str() != state.config.domain.ascii {
-        return vec![xml::error_reply(stanza, "remote-server-not-found", None)];
-    }
+    let local = to.domain().as_str() == state.config.domain.ascii;
     let Some(invitee) = to.node().map(|n| n.as_str().to_string()) else {
         return vec![xml::error_reply(stanza, "jid-malformed", None)];
     };
@@ -1367,7 +1384,11 @@ async fn invitation(
         &[("from", room), ("to", &to.to_string())],
         vec![el("x", NS_MUC_USER, &[], vec![inv])],
     );
-    crate::routing::deliver_message(state, &invitee, None, "normal", message).await;
+    if local {
+        crate::routing::deliver_message(state, &invitee, None, "normal", message).await;
+    } else {
+        crate::s2s::send(state, message).await;
+    }
     Vec::new()
 }
 
@@ -1427,6 +1448,7 @@ mod tests {
     fn occupant(aff: Aff) -> Occupant {
         Occupant {
             username: "ann".into(),
+            bare: "ann@example.com".into(),
             resource: "phone".into(),
             full: "ann@example.com/phone".into(),
             aff,

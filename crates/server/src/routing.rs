@@ -77,7 +77,7 @@ pub fn target(state: &State, to: &str) -> Target {
 }
 
 /// The group chat address `to` names, if it is on `groups.DOMAIN`.
-fn groups_address(state: &State, to: &str) -> Option<crate::muc::Address> {
+pub(crate) fn groups_address(state: &State, to: &str) -> Option<crate::muc::Address> {
     // Runs for every stanza with a `to`: most are not for group chats, so they are passed over
     // without parsing the address or building the domain name.
     if !to

@@ -238,57 +238,85 @@ pub fn send(
 }
 
 async fn send_now(state: &State, stanza: Element) {
-    let (Some(from), Some(to)) = (
-        stanza.attr("from").and_then(domain_of),
-        stanza.attr("to").and_then(domain_of),
-    ) else {
+    let Some(key) = link_key(state, &stanza) else {
         return;
     };
-    if !is_local_domain(state, &from) || is_local_domain(state, &to) {
-        tracing::warn!(%from, %to, "not a stanza for federation; dropped");
-        return;
-    }
-    if state.s2s.domain_blocked(state, &to).await {
+    if state.s2s.domain_blocked(state, &key.1).await {
         let reply = crate::xml::error_reply(&stanza, "not-allowed", Some(BLOCKED_DOMAIN));
         if stanza.attr("type") != Some("error") {
             inbound::deliver_error(state, reply).await;
         }
         return;
     }
-    let key = (from, to);
-    let refused = {
-        let mut routes = lock(&state.s2s.routes);
-        let tx = match routes.get(&key) {
-            Some(r) => Some(r.tx.clone()),
-            None => match state.s2s.state() {
-                Some(arc) => {
-                    let (tx, rx) = mpsc::channel(QUEUE);
-                    let id = state.s2s.next_id.fetch_add(1, Ordering::Relaxed);
-                    routes.insert(key.clone(), Route { id, tx: tx.clone() });
-                    let token = state.s2s.shutdown.clone();
-                    state
-                        .s2s
-                        .tracker
-                        .spawn(outgoing::run(arc, key.clone(), id, rx, token));
-                    Some(tx)
-                }
-                None => None,
-            },
-        };
-        match tx {
-            None => Some((stanza, "remote-server-not-found")),
-            Some(tx) => match tx.try_send(stanza) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(s)) => Some((s, "resource-constraint")),
-                Err(mpsc::error::TrySendError::Closed(s)) => {
-                    routes.remove(&key);
-                    Some((s, "remote-server-not-found"))
-                }
-            },
+    if let Some((stanza, condition)) = enqueue(state, key, stanza) {
+        bounce(state, &stanza, condition).await;
+    }
+}
+
+/// Like [`send`] for code that cannot wait (a group chat's fan-out): stanzas keep their order;
+/// domains an admin blocked are checked against the cached set; a bounce is made in a task.
+pub fn queue(state: &State, stanza: Element) {
+    let Some(key) = link_key(state, &stanza) else {
+        return;
+    };
+    let blocked = lock(&state.s2s.admin_blocked)
+        .as_ref()
+        .is_some_and(|(_, set)| set.contains(&key.1));
+    if blocked {
+        return;
+    }
+    if let Some((stanza, condition)) = enqueue(state, key, stanza) {
+        if let Some(arc) = state.s2s.state() {
+            state.s2s.tracker.spawn(async move {
+                bounce(&arc, &stanza, condition).await;
+            });
+        }
+    }
+}
+
+/// The link a stanza takes: (our domain it comes from, the domain it goes to).
+fn link_key(state: &State, stanza: &Element) -> Option<LinkKey> {
+    let (Some(from), Some(to)) = (
+        stanza.attr("from").and_then(domain_of),
+        stanza.attr("to").and_then(domain_of),
+    ) else {
+        return None;
+    };
+    if !is_local_domain(state, &from) || is_local_domain(state, &to) {
+        tracing::warn!(%from, %to, "not a stanza for federation; dropped");
+        return None;
+    }
+    Some((from, to))
+}
+
+/// Puts a stanza on its link's queue, opening the link if there is none; the stanza comes back
+/// with the error condition when it cannot be queued.
+fn enqueue(state: &State, key: LinkKey, stanza: Element) -> Option<(Element, &'static str)> {
+    let mut routes = lock(&state.s2s.routes);
+    let tx = match routes.get(&key) {
+        Some(r) => r.tx.clone(),
+        None => {
+            let Some(arc) = state.s2s.state() else {
+                return Some((stanza, "remote-server-not-found"));
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let id = state.s2s.next_id.fetch_add(1, Ordering::Relaxed);
+            routes.insert(key.clone(), Route { id, tx: tx.clone() });
+            let token = state.s2s.shutdown.clone();
+            state
+                .s2s
+                .tracker
+                .spawn(outgoing::run(arc, key.clone(), id, rx, token));
+            tx
         }
     };
-    if let Some((stanza, condition)) = refused {
-        bounce(state, &stanza, condition).await;
+    match tx.try_send(stanza) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(s)) => Some((s, "resource-constraint")),
+        Err(mpsc::error::TrySendError::Closed(s)) => {
+            routes.remove(&key);
+            Some((s, "remote-server-not-found"))
+        }
     }
 }
 

@@ -29,14 +29,18 @@ pub async fn from_remote(state: &State, stanza: Element) {
             return;
         }
     }
-    let to_groups = stanza
+    let groups = stanza
         .attr("to")
-        .and_then(super::domain_of)
-        .is_some_and(|d| d != state.config.domain.ascii);
-    if to_groups {
-        // Group chats are for this server's people (their circles); remote occupants are not
-        // supported.
-        refuse(state, &stanza, "service-unavailable").await;
+        .and_then(|to| routing::groups_address(state, to));
+    if let Some(addr) = groups {
+        // A group chat here, joined from another server: the same rules as for local people
+        // (members-only rooms need a membership; circle chats are the circle's).
+        let Some(remote) = stanza.attr("from").and_then(remote_sender) else {
+            return;
+        };
+        for answer in crate::muc::from_client(state, &remote, addr, stanza).await {
+            reply(state, answer).await;
+        }
         return;
     }
     deliver(state, stanza).await;
@@ -98,14 +102,8 @@ pub async fn deliver(state: &State, stanza: Element) {
     let Ok(from_jid) = jid::Jid::new(&from) else {
         return;
     };
-    let remote = Sender {
-        username: String::new(),
-        resource: from_jid
-            .resource()
-            .map(|r| r.as_str().to_string())
-            .unwrap_or_default(),
-        bare: from_jid.to_bare().to_string(),
-        full: from.clone(),
+    let Some(remote) = remote_sender(&from) else {
+        return;
     };
     let kind = stanza.attr("type").unwrap_or("").to_string();
     match routing::target(state, &to) {
@@ -182,6 +180,20 @@ pub async fn deliver(state: &State, stanza: Element) {
             refuse(state, &stanza, "service-unavailable").await;
         }
     }
+}
+
+/// Someone on another server as the sender of a stanza (no local account: empty username).
+fn remote_sender(from: &str) -> Option<Sender> {
+    let j = jid::Jid::new(from).ok()?;
+    Some(Sender {
+        username: String::new(),
+        resource: j
+            .resource()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default(),
+        bare: j.to_bare().to_string(),
+        full: from.to_string(),
+    })
 }
 
 async fn iq(
