@@ -1842,6 +1842,46 @@ async def scenario_federate_muc(args):
     there.disconnect()
 
 
+async def scenario_federate_room(args):
+    """A group chat on the first server (--group ROOM): --user creates it, --user2 on the second
+    server joins over federation, they chat both ways and see each other leave; the remote user
+    may not create rooms on the first server."""
+    port2, ca2, domain2 = side2(args)
+    room = args.group
+    muc = "xep_0045"
+    here = muc_client(args.user, args.password, "a", args)
+    there = muc_client(args.user2, args.password2, "b", args, domain=domain2, port=port2, ca=ca2, mech=args.mech2)
+    await here.start()
+    await there.start()
+    await here[muc].join_muc_wait(room, "Alice", timeout=args.timeout)
+    _, _, occupants, _ = await there[muc].join_muc_wait(room, "Bob", timeout=args.timeout)
+    if "Alice" not in [o["from"].resource for o in occupants]:
+        fail("occupants seen from the other server: %s" % [str(o["from"]) for o in occupants])
+    there.send_message(mto=room, mbody="hello from there", mtype="groupchat")
+    await expect(here.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
+                 "the remote occupant's message here")
+    await expect(there.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
+                 "reflection to the remote occupant")
+    here.send_message(mto=room, mbody="hello from here", mtype="groupchat")
+    m = await expect(there.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
+                     "our message at the remote occupant")
+    if m["from"] != room + "/Alice":
+        fail("message from %s" % m["from"])
+    try:
+        await there[muc].join_muc_wait("another@" + room.split("@")[1], "Bob", timeout=args.timeout)
+        fail("someone from another server created a room here")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "not-allowed":
+            fail("room creation from another server refused with %s" % e.condition)
+    gone = asyncio.Queue()
+    here.add_event_handler("muc::%s::got_offline" % room, lambda p: gone.put_nowait(p))
+    there[muc].leave_muc(room, "Bob")
+    await expect(gone, lambda p: p["from"].resource == "Bob", args.timeout, "the remote occupant leaving")
+    print("OK federated room: a remote occupant joined, chatted and left", flush=True)
+    here.disconnect()
+    there.disconnect()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -1891,7 +1931,8 @@ def main():
           "inbox": scenario_inbox, "send": scenario_send,
           "federate_push": scenario_federate_push,
           "federate_pep": scenario_federate_pep,
-          "federate_muc": scenario_federate_muc}.get(args.scenario)
+          "federate_muc": scenario_federate_muc,
+          "federate_room": scenario_federate_room}.get(args.scenario)
     if fn is None:
         fail("unknown scenario")
     loop = asyncio.new_event_loop()

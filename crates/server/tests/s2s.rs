@@ -427,8 +427,20 @@ fn client(
 /// `a.test` and `b.test`, each routed to the other, both trusting `ca`.
 fn pair(ca: &TestCa) -> (Server, Server) {
     let (pa, pb) = (free_port(), free_port());
-    let a = start("a.test", ca, &[ca], pa, &[("b.test", pb)]);
-    let b = start("b.test", ca, &[ca], pb, &[("a.test", pa)]);
+    let a = start(
+        "a.test",
+        ca,
+        &[ca],
+        pa,
+        &[("b.test", pb), ("groups.b.test", pb)],
+    );
+    let b = start(
+        "b.test",
+        ca,
+        &[ca],
+        pb,
+        &[("a.test", pa), ("groups.a.test", pa)],
+    );
     (a, b)
 }
 
@@ -595,6 +607,32 @@ fn personal_eventing_reaches_contacts_on_another_server() {
         ],
     );
     assert!(ok && out.contains("OK federated pep"), "{out}");
+}
+
+#[test]
+fn people_on_other_servers_join_our_group_chats() {
+    let ca = TestCa::new();
+    let (a, b) = pair(&ca);
+    a.user(ALICE.0, ALICE.1, &[]);
+    b.user(BOB.0, BOB.1, &[]);
+    let (ok, out) = client(
+        "federate_room",
+        &a.endpoint(),
+        Some(&b.endpoint()),
+        &[
+            "--user",
+            ALICE.0,
+            "--password",
+            ALICE.1,
+            "--user2",
+            BOB.0,
+            "--password2",
+            BOB.1,
+            "--group",
+            "family@groups.a.test",
+        ],
+    );
+    assert!(ok && out.contains("OK federated room"), "{out}");
 }
 
 #[test]
