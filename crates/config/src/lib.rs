@@ -1029,6 +1029,9 @@ fn read_all(r: &Reader<'_>) -> Option<Config> {
     let server_grpc_port = r.port("SNIKKET_TWEAK_SERVER_GRPC_PORT", 5290);
     let prometheus = r.flag("SNIKKET_TWEAK_PROMETHEUS", false);
     let dnssec = r.flag("SNIKKET_TWEAK_DNSSEC", false);
+    if dnssec {
+        r.warn("SNIKKET_TWEAK_DNSSEC=1: DANE is not implemented; federation checks peers' certificates against certificate authorities only".into());
+    }
     r.choice(
         "SNIKKET_TWEAK_STORAGE",
         (),

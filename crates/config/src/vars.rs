@@ -140,7 +140,7 @@ pub const VARIABLES: &[VarSpec] = &[
     var!("SNIKKET_TWEAK_TURNSERVER_MAX_BPS", "1250000", &[Turn], "Relayed bytes per second per allocation (0 means unlimited)."),
     var!("SNIKKET_TWEAK_IPV6", "1", ALL, "`0` disables IPv6 listeners and connections."),
     var!("SNIKKET_TWEAK_PROMETHEUS", "0", &[Server], "`1` serves OpenMetrics at `/metrics` on the internal HTTP port (loopback clients only)."),
-    var!("SNIKKET_TWEAK_DNSSEC", "0", &[Server], "`1` requires a DNSSEC-validating resolver and enables DANE for federation."),
+    var!("SNIKKET_TWEAK_DNSSEC", "0", &[Server], "Accepted for compatibility: DANE for federation is not implemented (the server warns at startup when it is `1`); peers are checked against certificate authorities."),
     var!("SNIKKET_TWEAK_STORAGE", "files", &[Server], "Accepted for compatibility (`files` or `sqlite`); this server always uses its SQL store, see `SNIKKET_TWEAK_DATABASE_URL`."),
     var!("SNIKKET_TWEAK_EXTRA_CONFIG", "", &[Server], "Prosody configuration includes; not applicable to this server and ignored with a warning when set."),
     var!("SNIKKET_TWEAK_SHARE_DOMAIN", "0", &[Server, Proxy], "`1` serves file sharing on `https://DOMAIN/upload/` instead of `share.DOMAIN`."),
