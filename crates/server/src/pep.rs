@@ -729,6 +729,18 @@ async fn deliver_event(
     }
 }
 
+/// The notification of `item` as the last one of its node, for `to`.
+fn last_item_message(state: &State, from: &str, to: &str, item: &PepItem) -> Option<Element> {
+    let i = item_el(NS_EVENT, item)?;
+    let items = el("items", NS_EVENT, &[("node", &item.node)], vec![i]);
+    Some(event_message(
+        state,
+        from,
+        to,
+        el("event", NS_EVENT, &[], vec![items]),
+    ))
+}
+
 fn event_message(state: &State, from: &str, to: &str, event: Element) -> Element {
     let id = format!("pep{}", state.pep.next_id.fetch_add(1, Ordering::Relaxed));
     el(
@@ -986,16 +998,9 @@ async fn interests_known(state: &State, me: &Sender, nodes: Arc<HashSet<String>>
             if !visible || !new.contains(&item.node) {
                 continue;
             }
-            let Some(i) = item_el(NS_EVENT, &item) else {
+            let Some(msg) = last_item_message(state, &owner_bare, &me.full, &item) else {
                 continue;
             };
-            let items = el("items", NS_EVENT, &[("node", &item.node)], vec![i]);
-            let msg = event_message(
-                state,
-                &owner_bare,
-                &me.full,
-                el("event", NS_EVENT, &[], vec![items]),
-            );
             state.router.to_resource(&me.username, &me.resource, msg);
         }
     }

@@ -424,6 +424,22 @@ fn client(
     (out.status.success(), format!("{stdout}\n{stderr}"))
 }
 
+/// Runs a federation scenario for alice on `a` and bob on `b`, with `extra` arguments.
+fn alice_and_bob(scenario: &str, a: &Endpoint, b: &Endpoint, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "--user",
+        ALICE.0,
+        "--password",
+        ALICE.1,
+        "--user2",
+        BOB.0,
+        "--password2",
+        BOB.1,
+    ];
+    args.extend_from_slice(extra);
+    client(scenario, a, Some(b), &args)
+}
+
 /// `a.test` and `b.test`, each routed to the other, both trusting `ca`.
 fn pair(ca: &TestCa) -> (Server, Server) {
     let (pa, pb) = (free_port(), free_port());
@@ -455,24 +471,11 @@ fn two_of_our_servers_federate() {
     b.user(BOB.0, BOB.1, &[]);
     // alice subscribes first (a.test opens the first link), bob approves and subscribes back;
     // presence, chat and pings both ways; bob leaves, alice writes, bob comes back to it.
-    let (ok, out) = client(
+    let (ok, out) = alice_and_bob(
         "federate",
         &a.endpoint(),
-        Some(&b.endpoint()),
-        &[
-            "--user",
-            ALICE.0,
-            "--password",
-            ALICE.1,
-            "--user2",
-            BOB.0,
-            "--password2",
-            BOB.1,
-            "--offline",
-            "b",
-            "--mam",
-            "ab",
-        ],
+        &b.endpoint(),
+        &["--offline", "b", "--mam", "ab"],
     );
     assert!(ok && out.contains("OK federation"), "{out}");
 }
@@ -591,21 +594,7 @@ fn personal_eventing_reaches_contacts_on_another_server() {
     let (a, b) = pair(&ca);
     a.user(ALICE.0, ALICE.1, &[]);
     b.user(BOB.0, BOB.1, &[]);
-    let (ok, out) = client(
-        "federate_pep",
-        &a.endpoint(),
-        Some(&b.endpoint()),
-        &[
-            "--user",
-            ALICE.0,
-            "--password",
-            ALICE.1,
-            "--user2",
-            BOB.0,
-            "--password2",
-            BOB.1,
-        ],
-    );
+    let (ok, out) = alice_and_bob("federate_pep", &a.endpoint(), &b.endpoint(), &[]);
     assert!(ok && out.contains("OK federated pep"), "{out}");
 }
 
@@ -615,22 +604,11 @@ fn people_on_other_servers_join_our_group_chats() {
     let (a, b) = pair(&ca);
     a.user(ALICE.0, ALICE.1, &[]);
     b.user(BOB.0, BOB.1, &[]);
-    let (ok, out) = client(
+    let (ok, out) = alice_and_bob(
         "federate_room",
         &a.endpoint(),
-        Some(&b.endpoint()),
-        &[
-            "--user",
-            ALICE.0,
-            "--password",
-            ALICE.1,
-            "--user2",
-            BOB.0,
-            "--password2",
-            BOB.1,
-            "--group",
-            "family@groups.a.test",
-        ],
+        &b.endpoint(),
+        &["--group", "family@groups.a.test"],
     );
     assert!(ok && out.contains("OK federated room"), "{out}");
 }

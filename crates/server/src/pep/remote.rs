@@ -4,9 +4,8 @@
 //! gets the last items of the account it is a contact of, and notifications of new ones, like a
 //! local session — as Prosody's PEP does for remote subscribers.
 
-use super::{event_message, item_el, MAX_CACHED, NS_CAPS, NS_EVENT};
+use super::{event_message, MAX_CACHED, NS_CAPS};
 use crate::state::{lock, State};
-use crate::xml::el;
 use minidom::Element;
 use snikket_store::PepNode;
 use std::collections::HashSet;
@@ -89,16 +88,9 @@ pub(super) async fn interests_known(
         if access == "whitelist" || !nodes.contains(&item.node) {
             continue;
         }
-        let Some(i) = item_el(NS_EVENT, &item) else {
+        let Some(msg) = super::last_item_message(state, &owner_bare, full, &item) else {
             continue;
         };
-        let items = el("items", NS_EVENT, &[("node", &item.node)], vec![i]);
-        let msg = event_message(
-            state,
-            &owner_bare,
-            full,
-            el("event", NS_EVENT, &[], vec![items]),
-        );
         crate::s2s::send(state, msg).await;
     }
 }
