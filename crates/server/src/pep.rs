@@ -792,18 +792,39 @@ pub async fn presence(state: &State, me: &Sender, stanza: &Element) {
         state.pep.session_ended(&me.full);
         return;
     };
+    match learn_caps(state, c, &me.full, &state.config.domain.ascii, None) {
+        Some(Ok(nodes)) => interests_known(state, me, nodes).await,
+        Some(Err(iq)) => {
+            state.router.to_resource(&me.username, &me.resource, iq);
+        }
+        None => {}
+    }
+}
+
+/// What a session's `<c/>` says it wants: `Ok` when the hash is known, else `Err` with the
+/// disco#info query (from `from`) to send it; `None` for incomplete caps. `owner` is the local
+/// account a session on another server is a contact of.
+fn learn_caps(
+    state: &State,
+    c: &Element,
+    full: &str,
+    from: &str,
+    owner: Option<&str>,
+) -> Option<Result<Arc<HashSet<String>>, Element>> {
     let (Some(hash), Some(node), Some(ver)) = (c.attr("hash"), c.attr("node"), c.attr("ver"))
     else {
-        return;
+        return None;
     };
-    let known = lock(&state.pep.caps).get(ver).cloned();
-    if let Some(nodes) = known {
-        interests_known(state, me, nodes).await;
-        return;
+    if let Some(nodes) = lock(&state.pep.caps).get(ver).cloned() {
+        return Some(Ok(nodes));
     }
-    let query = (me.full.clone(), hash.to_string(), ver.to_string(), None);
-    let iq = caps_query(state, &state.config.domain.ascii, node, query);
-    state.router.to_resource(&me.username, &me.resource, iq);
+    let query = (
+        full.to_string(),
+        hash.to_string(),
+        ver.to_string(),
+        owner.map(str::to_string),
+    );
+    Some(Err(caps_query(state, from, node, query)))
 }
 
 /// A disco#info query from `from` for the `node#ver` of a session's caps, remembered as pending

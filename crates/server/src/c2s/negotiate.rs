@@ -171,7 +171,8 @@ pub(super) async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     conn.send_el(&features).await.ok()
 }
 
-pub(super) async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
+/// Answers a failed read with the stream error it calls for (none when the socket is gone).
+pub(crate) async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
     match e {
         ConnError::Stream(s) => {
             tracing::debug!(condition = s.condition(), "stream error");

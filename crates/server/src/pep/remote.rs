@@ -17,24 +17,12 @@ pub async fn presence(state: &State, owner: &str, full: &str, stanza: &Element) 
     let Some(c) = stanza.get_child("c", NS_CAPS) else {
         return;
     };
-    let (Some(hash), Some(node), Some(ver)) = (c.attr("hash"), c.attr("node"), c.attr("ver"))
-    else {
-        return;
-    };
-    let known = lock(&state.pep.caps).get(ver).cloned();
-    if let Some(nodes) = known {
-        interests_known(state, owner, full, nodes).await;
-        return;
-    }
     let owner_bare = format!("{owner}@{}", state.config.domain.ascii);
-    let query = (
-        full.to_string(),
-        hash.to_string(),
-        ver.to_string(),
-        Some(owner.to_string()),
-    );
-    let iq = super::caps_query(state, &owner_bare, node, query);
-    crate::s2s::send(state, iq).await;
+    match super::learn_caps(state, c, full, &owner_bare, Some(owner)) {
+        Some(Ok(nodes)) => interests_known(state, owner, full, nodes).await,
+        Some(Err(iq)) => crate::s2s::send(state, iq).await,
+        None => {}
+    }
 }
 
 /// `full` (on another server) went offline.

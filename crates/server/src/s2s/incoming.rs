@@ -8,7 +8,8 @@ use super::{
     is_local_domain, link, stream_header, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK,
     NS_DIALBACK_FEATURE, NS_SASL, NS_SERVER, NS_STREAM, NS_TLS,
 };
-use crate::c2s::conn::{Conn, ConnError};
+use crate::c2s::conn::Conn;
+use crate::c2s::negotiate::report;
 use crate::state::State;
 use crate::xml::{el, text_el};
 use base64::Engine;
@@ -196,7 +197,7 @@ where
             return None;
         }
         Err(e) => {
-            fail(conn, e).await;
+            report(conn, e).await;
             return None;
         }
     };
@@ -223,17 +224,6 @@ where
     }
     conn.send_el(&offer(from.as_deref())).await.ok()?;
     Some((local, from))
-}
-
-async fn fail<S>(conn: &mut Conn<S>, e: ConnError)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match e {
-        ConnError::Stream(s) => conn.fail(s.condition(), None).await,
-        ConnError::Timeout => conn.fail("connection-timeout", None).await,
-        ConnError::Io(_) | ConnError::Closed => {}
-    }
 }
 
 fn features(children: Vec<Element>) -> Element {
@@ -271,7 +261,7 @@ async fn negotiate(socket: TcpStream, state: &Arc<State>) -> Option<Authenticate
             return None;
         }
         Err(e) => {
-            fail(&mut conn, e).await;
+            report(&mut conn, e).await;
             return None;
         }
     }
@@ -326,7 +316,7 @@ async fn negotiate(socket: TcpStream, state: &Arc<State>) -> Option<Authenticate
                 return None;
             }
             Err(e) => {
-                fail(&mut conn, e).await;
+                report(&mut conn, e).await;
                 return None;
             }
         };
