@@ -19,16 +19,19 @@ pub enum Outbound {
     /// A stanza to write to the client (boxed: the channel preallocates slots, one idle session
     /// holds a block of them).
     Stanza(Box<Element>),
-    /// Close the stream with this condition (e.g. `conflict` when the resource is taken over).
-    Close(&'static str, Option<&'static str>),
+    /// Close the stream with this condition and text (e.g. `conflict` when the resource is taken
+    /// over). Boxed for the same reason as stanzas: this keeps every slot at 16 bytes.
+    Close(Box<(&'static str, Option<&'static str>)>),
 }
 
 struct Entry {
     resource: String,
     session_id: u64,
     tx: mpsc::Sender<Outbound>,
-    /// Current presence (`None` until initial presence; unavailable sessions do not get broadcasts).
-    presence: Option<Element>,
+    /// Current presence, serialized (`None` until initial presence; unavailable sessions do not
+    /// get broadcasts). Kept as text: a parsed element costs about a kilobyte even for a bare
+    /// `<presence/>` (its attribute maps), and every online session keeps one.
+    presence: Option<Box<str>>,
     priority: i8,
     /// Message Carbons (XEP-0280) enabled.
     carbons: bool,
@@ -55,6 +58,19 @@ pub struct SessionInfo {
     pub available: bool,
     /// Message Carbons on.
     pub carbons: bool,
+}
+
+/// A presence as text, for [`Entry::presence`]; an element that cannot be written (it came from
+/// the parser, so this does not happen) is stored as plain available presence.
+fn serialize_presence(p: &Element) -> Box<str> {
+    let mut out = Vec::new();
+    match p.write_to(&mut out).map(|_| String::from_utf8(out)) {
+        Ok(Ok(s)) => s.into_boxed_str(),
+        _ => {
+            tracing::warn!("presence could not be serialized; storing plain presence");
+            Box::from("<presence xmlns='jabber:client'/>")
+        }
+    }
 }
 
 /// Why a session could not be registered.
@@ -87,14 +103,17 @@ impl Router {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
-        let list = map.entry(username.to_string()).or_default();
+        // Most accounts have one or two clients: room for one to start with, not four.
+        let list = map
+            .entry(username.to_string())
+            .or_insert_with(|| Vec::with_capacity(1));
         let mut kicked = false;
         if let Some(pos) = list.iter().position(|e| e.resource == resource) {
             let old = list.remove(pos);
-            let _ = old.tx.try_send(Outbound::Close(
+            let _ = old.tx.try_send(Outbound::Close(Box::new((
                 "conflict",
                 Some("Replaced by a new connection"),
-            ));
+            ))));
             kicked = true;
         }
         if list.len() >= max {
@@ -133,6 +152,7 @@ impl Router {
             .and_then(|p| p.children().find(|c| c.name() == "priority"))
             .and_then(|p| p.text().trim().parse::<i8>().ok())
             .unwrap_or(0);
+        let presence = presence.as_ref().map(serialize_presence);
         self.update(username, resource, |e| {
             e.presence = presence;
             e.priority = priority;
@@ -195,7 +215,16 @@ impl Router {
         map.get(username)
             .map(|l| {
                 l.iter()
-                    .filter_map(|e| e.presence.clone().map(|p| (e.resource.clone(), p)))
+                    .filter_map(|e| {
+                        let p = e.presence.as_deref()?;
+                        match p.parse::<Element>() {
+                            Ok(p) => Some((e.resource.clone(), p)),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "stored presence does not parse");
+                                None
+                            }
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -232,7 +261,9 @@ impl Router {
         map.get_mut(username)
             .and_then(|l| l.iter_mut().find(|e| e.resource == resource))
             .is_some_and(|e| {
-                let sent = e.tx.try_send(Outbound::Close(condition, None)).is_ok();
+                let sent =
+                    e.tx.try_send(Outbound::Close(Box::new((condition, None))))
+                        .is_ok();
                 e.closing |= sent;
                 sent
             })
@@ -321,7 +352,8 @@ impl Router {
     pub fn close_all(&self) {
         let map = self.lock();
         for e in map.values().flatten() {
-            let _ = e.tx.try_send(Outbound::Close("system-shutdown", None));
+            let _ =
+                e.tx.try_send(Outbound::Close(Box::new(("system-shutdown", None))));
         }
     }
 }
@@ -347,7 +379,7 @@ mod tests {
         // Same resource: the old session is told to close and replaced.
         let (_rx3, id3, kicked) = r.register("alice", "phone", 2).unwrap();
         assert!(kicked);
-        assert!(matches!(rx1.try_recv(), Ok(Outbound::Close("conflict", _))));
+        assert!(matches!(rx1.try_recv(), Ok(Outbound::Close(c)) if c.0 == "conflict"));
         // Unregistering the old id does not remove the new session.
         r.unregister("alice", "phone", id1);
         assert_eq!(r.session_count("alice"), 2);
@@ -363,6 +395,23 @@ mod tests {
         assert!(!r.to_resource("alice", "nope", msg()));
         r.unregister("alice", "phone", id3);
         assert_eq!(r.session_count("alice"), 1);
+    }
+
+    #[test]
+    fn stored_presence_comes_back_as_it_was_sent() {
+        let r = Router::default();
+        let (_rx, _, _) = r.register("alice", "phone", 2).unwrap();
+        let sent: Element = "<presence xmlns='jabber:client' from='alice@example.com/phone'>\
+            <show>away</show><status>a &amp; b &lt;3</status><priority>-1</priority>\
+            <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v='/></presence>"
+            .parse()
+            .unwrap();
+        r.set_presence("alice", "phone", Some(sent.clone()));
+        assert_eq!(r.presences("alice"), vec![("phone".to_string(), sent)]);
+        // Negative priority: available, but not a target for bare-JID messages.
+        assert_eq!(r.to_available("alice", &msg()), 0);
+        r.set_presence("alice", "phone", None);
+        assert!(r.presences("alice").is_empty());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 use minidom::Element;
 use snikket_xmpp::framing::{writer, Event, Limits, StreamParser};
 use snikket_xmpp::StreamError;
-use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// Why reading the next event failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +26,13 @@ pub enum ConnError {
     Timeout,
 }
 
-/// Bytes read from the socket at a time. Every idle session keeps this buffer, so it is small:
-/// a larger stanza just takes a few more reads (TLS has already buffered the whole record).
-const READ_BUFFER: usize = 2048;
+/// Read buffer of a plain (not yet encrypted) stream. TLS streams need none of their own: the
+/// parser reads the decrypted records where rustls keeps them, so an idle session holds no read
+/// buffer besides rustls' record buffer.
+const PLAIN_READ_BUFFER: usize = 2048;
+
+/// A plain TCP stream before STARTTLS.
+pub type Plain = BufReader<TcpStream>;
 
 /// A connection with an XMPP stream parser on top.
 pub struct Conn<S> {
@@ -34,33 +40,39 @@ pub struct Conn<S> {
     parser: StreamParser,
     limits: Limits,
     content_ns: &'static str,
-    buf: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Wraps a socket.
+impl Conn<Plain> {
+    /// Wraps a plain TCP socket (before STARTTLS) whose stanzas are in `content_ns`.
+    pub fn plain(socket: TcpStream, limits: Limits, content_ns: &'static str) -> Self {
+        Conn::with_namespace(
+            BufReader::with_capacity(PLAIN_READ_BUFFER, socket),
+            limits,
+            content_ns,
+        )
+    }
+
+    /// The socket, for the TLS handshake; unparsed input is discarded, as RFC 6120 §5.4.3.3
+    /// requires.
+    pub fn into_socket(self) -> TcpStream {
+        self.io.into_inner()
+    }
+}
+
+impl<S: AsyncBufRead + AsyncWrite + Unpin> Conn<S> {
+    /// Wraps a buffered stream (a TLS stream, or [`Plain`]).
     pub fn new(io: S, limits: Limits) -> Self {
         Self::with_namespace(io, limits, snikket_xmpp::framing::NS_CLIENT)
     }
 
-    /// Wraps a socket whose stanzas are in `content_ns` (`jabber:server` for s2s).
+    /// Wraps a stream whose stanzas are in `content_ns` (`jabber:server` for s2s).
     pub fn with_namespace(io: S, limits: Limits, content_ns: &'static str) -> Self {
         Conn {
             io,
             parser: StreamParser::with_content_namespace(limits, content_ns),
             limits,
             content_ns,
-            buf: vec![0u8; READ_BUFFER],
         }
-    }
-
-    /// Wraps a socket, continuing with bytes already received.
-    pub fn with_pending(io: S, limits: Limits, pending: &[u8]) -> Result<Self, StreamError> {
-        let mut c = Self::new(io, limits);
-        if !pending.is_empty() {
-            c.parser.feed(pending)?;
-        }
-        Ok(c)
     }
 
     /// Starts a new stream (after SASL success), keeping bytes the peer already sent.
@@ -79,7 +91,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.limits = limits;
     }
 
-    /// The next event. Cancel-safe: data is only consumed when it is fed to the parser.
+    /// The next event. Cancel-safe: input is consumed from the stream only in the poll that
+    /// feeds it to the parser.
     ///
     /// When the peer has sent nothing more for now, the parser's buffers are released
     /// ([`StreamParser::release_idle`]): an idle session keeps only a few hundred bytes of parser
@@ -89,23 +102,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if let Some(ev) = self.parser.next_event()? {
                 return Ok(ev);
             }
-            let Conn {
-                io, parser, buf, ..
-            } = self;
-            let mut read = std::pin::pin!(io.read(buf));
-            let ready =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
-            let n = match ready {
-                std::task::Poll::Ready(r) => r?,
-                std::task::Poll::Pending => {
-                    parser.release_idle();
-                    read.await?
+            let Conn { io, parser, .. } = self;
+            let mut released = false;
+            let fed = std::future::poll_fn(|cx| {
+                let data = match Pin::new(&mut *io).poll_fill_buf(cx) {
+                    Poll::Ready(Ok(data)) => data,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Io(e))),
+                    Poll::Pending => {
+                        if !released {
+                            parser.release_idle();
+                            released = true;
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                if data.is_empty() {
+                    return Poll::Ready(Err(ConnError::Closed));
                 }
-            };
-            if n == 0 {
-                return Err(ConnError::Closed);
-            }
-            self.parser.feed(&self.buf[..n])?;
+                let n = data.len();
+                let fed = parser.feed(data);
+                Pin::new(&mut *io).consume(n);
+                Poll::Ready(fed.map_err(ConnError::from))
+            })
+            .await;
+            fed?;
         }
     }
 
@@ -147,11 +167,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let _ = self.io.shutdown().await;
         })
         .await;
-    }
-
-    /// The socket (for the TLS upgrade); unparsed input is discarded, as RFC 6120 §5.4.3.3 requires.
-    pub fn into_inner(self) -> S {
-        self.io
     }
 
     /// The socket, for channel-binding data.

@@ -20,7 +20,7 @@ use snikket_xmpp::scram::{
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -63,14 +63,15 @@ pub async fn handle(
     let span = tracing::debug_span!("c2s", %peer, direct_tls);
     async move {
         // Boxed: the negotiation's state (TLS handshake, SASL, registration) is freed once the
-        // session runs, instead of sizing every idle session's task.
+        // session runs, instead of sizing every idle session's task; so is its result, which
+        // this future would otherwise keep room for beside the session's.
         let negotiated = tokio::time::timeout(
             PRE_AUTH_DEADLINE,
             Box::pin(negotiate(socket, peer, direct_tls, &state)),
         )
         .await;
         match negotiated {
-            Ok(Some(bound)) => session::run(Box::new(bound), state, shutdown).await,
+            Ok(Some(bound)) => session::run(bound, state, shutdown).await,
             Ok(None) => {}
             Err(_) => tracing::debug!("negotiation deadline passed"),
         }
@@ -102,13 +103,13 @@ async fn negotiate(
     peer: SocketAddr,
     direct_tls: bool,
     state: &Arc<State>,
-) -> Option<Bound> {
+) -> Option<Box<Bound>> {
     let tls = if direct_tls {
         accept_tls(socket, state).await?
     } else {
         starttls(socket, state).await?
     };
-    secure(tls, peer, state).await
+    secure(tls, peer, state).await.map(Box::new)
 }
 
 async fn accept_tls(socket: TcpStream, state: &State) -> Option<Tls> {
@@ -128,7 +129,7 @@ async fn accept_tls(socket: TcpStream, state: &State) -> Option<Tls> {
 }
 
 /// Reads the peer's stream header and answers with ours; checks the addressed domain.
-pub(super) async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn open_stream<S: AsyncBufRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &State,
     features: Element,
@@ -172,7 +173,7 @@ pub(super) async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Answers a failed read with the stream error it calls for (none when the socket is gone).
-pub(crate) async fn report<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
+pub(crate) async fn report<S: AsyncBufRead + AsyncWrite + Unpin>(conn: &mut Conn<S>, e: ConnError) {
     match e {
         ConnError::Stream(s) => {
             tracing::debug!(condition = s.condition(), "stream error");
@@ -188,7 +189,7 @@ pub(super) fn features(children: Vec<Element>) -> Element {
 }
 
 async fn starttls(socket: TcpStream, state: &State) -> Option<Tls> {
-    let mut conn = Conn::new(socket, pre_auth_limits());
+    let mut conn = Conn::plain(socket, pre_auth_limits(), snikket_xmpp::framing::NS_CLIENT);
     let f = features(vec![el(
         "starttls",
         NS_TLS,
@@ -206,7 +207,7 @@ async fn starttls(socket: TcpStream, state: &State) -> Option<Tls> {
             conn.send_el(&el("proceed", NS_TLS, &[], vec![]))
                 .await
                 .ok()?;
-            accept_tls(conn.into_inner(), state).await
+            accept_tls(conn.into_socket(), state).await
         }
         Ok(Event::StreamClose) => {
             conn.close().await;

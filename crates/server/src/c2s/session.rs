@@ -49,8 +49,17 @@ async fn resumed(rx: &mut Option<oneshot::Receiver<Resumption>>) -> Option<Box<R
     }
 }
 
+/// Moves a value out of its box, freeing the box now rather than at the end of the caller's scope.
+#[allow(clippy::boxed_local)] // taking the box is the point
+fn unbox<T>(b: Box<T>) -> T {
+    *b
+}
+
 /// Runs the session until it ends, then broadcasts unavailable presence and unregisters it.
 pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationToken) {
+    // Out of the box at once (the box would otherwise live as long as the session), and the
+    // connection into its final place before the first await, so that the session's future
+    // keeps room for one connection, not two.
     let Bound {
         conn,
         username,
@@ -58,19 +67,19 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
         mut rx,
         session_id,
         sm: inline_sm,
-    } = *bound;
+    } = unbox(bound);
+    let mut conn: Option<Conn<Tls>> = Some(conn);
     let me = Sender::new(&username, &resource, &state.config.domain.ascii);
     tracing::debug!(jid = %me.full, "session started");
     state.blocklists.forget(&username);
-    Box::pin(routing::sync_circles(&state, &username)).await;
-    Box::pin(crate::push::session_bound(&state, &username, &resource)).await;
-    let mut conn: Option<Conn<Tls>> = Some(conn);
     // Stream management enabled inline (Bind 2) starts with the session.
     let mut sm: Option<Sm> = inline_sm.map(|e| Sm {
         resume_rx: e.resume.then(|| state.sm.register(&e.id, &username)),
         id: e.id,
         counters: Counters::default(),
     });
+    Box::pin(routing::sync_circles(&state, &username)).await;
+    Box::pin(crate::push::session_bound(&state, &username, &resource)).await;
     let mut close = None;
     let mut csi = CsiBuffer::default();
     // When a hibernating session ends unless resumed.
@@ -99,7 +108,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
                             let now = csi.push(*el);
                             Box::pin(write_all(c, &mut sm, &mut csi, now)).await
                         }
-                        Some(Outbound::Close(condition, text)) => Step::End(Some((condition, text))),
+                        Some(Outbound::Close(c)) => Step::End(Some(*c)),
                         None => Step::End(None),
                     },
                     ev = c.next_within(IDLE_LIMIT) => Box::pin(read(c, ev, &state, &me, &mut sm, &mut csi)).await,
@@ -124,7 +133,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
                             s.counters.sent(*el);
                             Step::Continue
                         }
-                        Some(Outbound::Close(_, _)) | None => Step::End(None),
+                        Some(Outbound::Close(_)) | None => Step::End(None),
                     },
                     _ = tokio::time::sleep_until(hibernate_until) => {
                         tracing::debug!(jid = %me.full, "hibernation ended");

@@ -188,7 +188,7 @@ async fn open<S>(
     offer: impl FnOnce(Option<&str>) -> Element,
 ) -> Option<(String, Option<String>)>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
 {
     let header = match conn.next_within(STEP).await {
         Ok(Event::StreamOpen(h)) => h,
@@ -232,7 +232,7 @@ fn features(children: Vec<Element>) -> Element {
 
 async fn negotiate(socket: TcpStream, state: &Arc<State>) -> Option<Authenticated> {
     // Plain stream: only STARTTLS.
-    let mut conn = Conn::with_namespace(socket, Limits::pre_auth(), NS_SERVER);
+    let mut conn = Conn::plain(socket, Limits::pre_auth(), NS_SERVER);
     let offer = features(vec![el(
         "starttls",
         NS_TLS,
@@ -266,7 +266,7 @@ async fn negotiate(socket: TcpStream, state: &Arc<State>) -> Option<Authenticate
         }
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.s2s.tls.server));
-    let tls = match acceptor.accept(conn.into_inner()).await {
+    let tls = match acceptor.accept(conn.into_socket()).await {
         Ok(t) => t,
         Err(e) => {
             tracing::debug!(error = %e, "s2s tls handshake failed");

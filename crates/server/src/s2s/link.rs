@@ -7,7 +7,7 @@ use crate::state::State;
 use snikket_runtime::CancellationToken;
 use snikket_xmpp::framing::Event;
 use std::collections::HashSet;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -23,7 +23,7 @@ pub(super) enum End {
 /// Runs an authenticated stream until it ends. `peers` are the domains the peer proved (its
 /// stanzas must come from one of them); `rx` is the queue of stanzas for it, when this stream
 /// carries our traffic too.
-pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn run<S: AsyncBufRead + AsyncWrite + Unpin>(
     state: &State,
     conn: &mut Conn<S>,
     peers: &HashSet<String>,

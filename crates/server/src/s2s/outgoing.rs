@@ -18,7 +18,7 @@ use snikket_xmpp::framing::{Event, Limits};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -198,7 +198,7 @@ async fn dial(state: &State, remote: &str) -> Result<TcpStream, LinkError> {
 }
 
 /// Sends our header and reads the peer's header and features.
-async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+async fn open<S: AsyncBufRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     local: &str,
     remote: &str,
@@ -233,7 +233,7 @@ fn stream_error_text(e: &Element) -> String {
 /// Connects and authenticates; returns the stream and whether it is bidirectional.
 async fn connect(state: &State, local: &str, remote: &str) -> Result<(Conn<Tls>, bool), LinkError> {
     let socket = dial(state, remote).await?;
-    let mut conn = Conn::with_namespace(socket, Limits::pre_auth(), NS_SERVER);
+    let mut conn = Conn::plain(socket, Limits::pre_auth(), NS_SERVER);
     let features = open(&mut conn, local, remote).await?;
     if features.get_child("starttls", NS_TLS).is_none() {
         conn.close().await;
@@ -248,7 +248,7 @@ async fn connect(state: &State, local: &str, remote: &str) -> Result<(Conn<Tls>,
         .map_err(|e| LinkError::Stream(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&state.s2s.tls.client));
     let tls = connector
-        .connect(name, conn.into_inner())
+        .connect(name, conn.into_socket())
         .await
         .map_err(LinkError::Tls)?;
     let mut conn = Conn::with_namespace(tls, super::incoming::limits(), NS_SERVER);
