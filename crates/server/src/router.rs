@@ -209,6 +209,28 @@ impl Router {
         }
     }
 
+    /// Whether this session has sent available presence (without parsing the stored presence).
+    pub fn is_available(&self, username: &str, resource: &str) -> bool {
+        let map = self.lock();
+        map.get(username)
+            .and_then(|l| l.iter().find(|e| e.resource == resource))
+            .is_some_and(|e| e.presence.is_some())
+    }
+
+    /// Resources of every session that sent available presence, whatever its priority (without
+    /// parsing their presences).
+    pub fn present_resources(&self, username: &str) -> Vec<String> {
+        let map = self.lock();
+        map.get(username)
+            .map(|l| {
+                l.iter()
+                    .filter(|e| e.presence.is_some())
+                    .map(|e| e.resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Current presences of the account's available sessions, with their resources.
     pub fn presences(&self, username: &str) -> Vec<(String, Element)> {
         let map = self.lock();
@@ -406,12 +428,17 @@ mod tests {
             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v='/></presence>"
             .parse()
             .unwrap();
+        assert!(!r.is_available("alice", "phone"));
         r.set_presence("alice", "phone", Some(sent.clone()));
         assert_eq!(r.presences("alice"), vec![("phone".to_string(), sent)]);
+        assert!(r.is_available("alice", "phone"));
+        assert_eq!(r.present_resources("alice"), vec!["phone".to_string()]);
+        assert!(r.available_resources("alice").is_empty());
         // Negative priority: available, but not a target for bare-JID messages.
         assert_eq!(r.to_available("alice", &msg()), 0);
         r.set_presence("alice", "phone", None);
         assert!(r.presences("alice").is_empty());
+        assert!(!r.is_available("alice", "phone"));
     }
 
     #[test]

@@ -478,12 +478,7 @@ async fn presence(state: &State, me: &Sender, stanza: Element) -> Vec<Element> {
 
 /// Broadcast of available or unavailable presence (RFC 6121 §4.2, §4.4–4.5).
 async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool) {
-    let initial = available
-        && !state
-            .router
-            .presences(&me.username)
-            .iter()
-            .any(|(r, _)| r == &me.resource);
+    let initial = available && !state.router.is_available(&me.username, &me.resource);
     state.router.set_presence(
         &me.username,
         &me.resource,
@@ -802,7 +797,7 @@ async fn subscription(
             })
             .await;
             state.router.to_present(&contact_user, &forward, None);
-            for (r, _) in state.router.presences(&me.username) {
+            for r in state.router.present_resources(&me.username) {
                 let gone = presence_el(Some("unavailable"), &format!("{}/{r}", me.bare), &contact);
                 state.router.to_present(&contact_user, &gone, None);
             }
@@ -853,7 +848,7 @@ async fn remote_subscription(
             }
         }
         "unsubscribed" => {
-            for (r, _) in state.router.presences(&me.username) {
+            for r in state.router.present_resources(&me.username) {
                 let gone = presence_el(Some("unavailable"), &format!("{}/{r}", me.bare), &contact);
                 crate::s2s::send(state, gone).await;
             }
@@ -865,11 +860,7 @@ async fn remote_subscription(
 
 /// Cleans up after a session: unavailable presence if it was available, then unregisters.
 pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
-    let was_available = state
-        .router
-        .presences(&me.username)
-        .iter()
-        .any(|(r, _)| r == &me.resource);
+    let was_available = state.router.is_available(&me.username, &me.resource);
     if was_available {
         let p = presence_el(Some("unavailable"), &me.full, &me.bare);
         broadcast(state, me, &p, false).await;
