@@ -12,6 +12,7 @@ pub mod error;
 pub mod extdisco;
 pub mod grpc;
 pub mod http;
+pub mod inbox;
 pub mod init;
 pub mod modules;
 pub mod muc;

@@ -1,14 +1,14 @@
 //! The session registry and delivery rules for local users (RFC 6121 §8).
 //!
-//! Each bound session has a bounded channel; the router looks sessions up by account and resource
-//! and hands them stanzas. It never blocks: a full channel means a stuck client, and the caller
-//! falls back to offline storage for messages.
+//! Each bound session has a bounded queue (`crate::inbox`); the router looks sessions up by
+//! account and resource and hands them stanzas. It never blocks: a full queue means a stuck
+//! client, and the caller falls back to offline storage for messages.
 
+use crate::inbox::{inbox, Inbox, InboxSender};
 use minidom::Element;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use tokio::sync::mpsc;
 
 /// Capacity of one session's outbound channel.
 pub const SESSION_QUEUE: usize = 512;
@@ -16,18 +16,17 @@ pub const SESSION_QUEUE: usize = 512;
 /// What the router sends a session task.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A stanza to write to the client (boxed: the channel preallocates slots, one idle session
-    /// holds a block of them).
+    /// A stanza to write to the client (boxed: queued stanzas take one pointer each).
     Stanza(Box<Element>),
     /// Close the stream with this condition and text (e.g. `conflict` when the resource is taken
-    /// over). Boxed for the same reason as stanzas: this keeps every slot at 16 bytes.
+    /// over). Boxed for the same reason as stanzas.
     Close(Box<(&'static str, Option<&'static str>)>),
 }
 
 struct Entry {
     resource: String,
     session_id: u64,
-    tx: mpsc::Sender<Outbound>,
+    tx: InboxSender<Outbound>,
     /// Current presence, serialized (`None` until initial presence; unavailable sessions do not
     /// get broadcasts). Kept as text: a parsed element costs about a kilobyte even for a bare
     /// `<presence/>` (its attribute maps), and every online session keeps one.
@@ -99,8 +98,8 @@ impl Router {
         username: &str,
         resource: &str,
         max: usize,
-    ) -> Result<(mpsc::Receiver<Outbound>, u64, bool), RegisterError> {
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    ) -> Result<(Inbox<Outbound>, u64, bool), RegisterError> {
+        let (tx, rx) = inbox(SESSION_QUEUE);
         let session_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
         // Most accounts have one or two clients: room for one to start with, not four.
@@ -395,13 +394,13 @@ mod tests {
         assert!(!kicked);
         let (_rx2, _id2, _) = r.register("alice", "laptop", 2).unwrap();
         assert_eq!(
-            r.register("alice", "tablet", 2).unwrap_err(),
-            RegisterError::TooMany
+            r.register("alice", "tablet", 2).err(),
+            Some(RegisterError::TooMany)
         );
         // Same resource: the old session is told to close and replaced.
         let (_rx3, id3, kicked) = r.register("alice", "phone", 2).unwrap();
         assert!(kicked);
-        assert!(matches!(rx1.try_recv(), Ok(Outbound::Close(c)) if c.0 == "conflict"));
+        assert!(matches!(rx1.try_recv(), Some(Outbound::Close(c)) if c.0 == "conflict"));
         // Unregistering the old id does not remove the new session.
         r.unregister("alice", "phone", id1);
         assert_eq!(r.session_count("alice"), 2);
@@ -452,14 +451,14 @@ mod tests {
             crate::xml::set_attr(&mut m, "to", res);
             m
         });
-        assert!(phone.try_recv().is_err());
+        assert!(phone.try_recv().is_none());
         match laptop.try_recv() {
-            Ok(Outbound::Stanza(m)) => assert_eq!(m.attr("to"), Some("laptop")),
+            Some(Outbound::Stanza(m)) => assert_eq!(m.attr("to"), Some("laptop")),
             other => panic!("no push: {other:?}"),
         }
         // A new session on the same resource starts without the interest.
         let (mut again, _, _) = r.register("alice", "laptop", 3).unwrap();
         r.to_blocklist_interested("alice", |_| msg());
-        assert!(again.try_recv().is_err());
+        assert!(again.try_recv().is_none());
     }
 }

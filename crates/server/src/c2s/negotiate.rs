@@ -93,7 +93,7 @@ pub struct Bound {
     /// The bound resource.
     pub resource: String,
     /// The session's channel (registered in the router).
-    pub rx: tokio::sync::mpsc::Receiver<crate::router::Outbound>,
+    pub rx: crate::inbox::Inbox<crate::router::Outbound>,
     /// Handle for unregistering.
     pub session_id: u64,
 }
@@ -702,11 +702,7 @@ pub(super) async fn bind_loop(
 }
 
 enum BindStep {
-    Bound(
-        tokio::sync::mpsc::Receiver<crate::router::Outbound>,
-        String,
-        u64,
-    ),
+    Bound(crate::inbox::Inbox<crate::router::Outbound>, String, u64),
     Continue,
     Stop,
 }
@@ -765,7 +761,7 @@ pub(super) async fn register_session(
     username: &str,
     resource: &str,
     state: &State,
-) -> Option<(tokio::sync::mpsc::Receiver<crate::router::Outbound>, u64)> {
+) -> Option<(crate::inbox::Inbox<crate::router::Outbound>, u64)> {
     let max = state.config.server.max_user_clients as usize;
     let (rx, session_id, kicked) = match state.router.register(username, resource, max) {
         Ok(x) => x,

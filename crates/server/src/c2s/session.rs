@@ -198,7 +198,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
     // Stanzas queued for this session but never written.
     rx.close();
     let mut left = Vec::new();
-    while let Ok(Outbound::Stanza(el)) = rx.try_recv() {
+    while let Some(Outbound::Stanza(el)) = rx.try_recv() {
         left.push(*el);
     }
     Box::pin(save_unacked(&state, &username, left.into())).await;
