@@ -1813,6 +1813,22 @@ async def scenario_federate_pep(args):
     b2.disconnect()
 
 
+async def groupchat_both_ways(room, first, second, args):
+    """In `room`, `first` (client, body) speaks: `second` sees it and `first` gets the reflection;
+    then `second` (client, body, nick) answers and `first` sees it from `room/nick`."""
+    (a, a_body), (b, b_body, b_nick) = first, second
+    a.send_message(mto=room, mbody=a_body, mtype="groupchat")
+    await expect(b.groupchat, lambda m: m["body"] == a_body, args.timeout,
+                 "%r reaching the other side" % a_body)
+    await expect(a.groupchat, lambda m: m["body"] == a_body, args.timeout,
+                 "reflection of %r" % a_body)
+    b.send_message(mto=room, mbody=b_body, mtype="groupchat")
+    m = await expect(a.groupchat, lambda m: m["body"] == b_body, args.timeout,
+                     "%r reaching the other side" % b_body)
+    if m["from"] != room + "/" + b_nick:
+        fail("%r came from %s" % (b_body, m["from"]))
+
+
 async def scenario_federate_muc(args):
     """A group chat on the other server (--group ROOM on its MUC service): --user2 (there) and
     --user (here, joining over federation) see each other join and chat both ways."""
@@ -1827,16 +1843,7 @@ async def scenario_federate_muc(args):
     _, _, occupants, _ = await here[muc].join_muc_wait(room, "Alice", timeout=args.timeout)
     if "Pat" not in [o["from"].resource for o in occupants]:
         fail("occupants seen from here: %s" % [str(o["from"]) for o in occupants])
-    here.send_message(mto=room, mbody="hello from here", mtype="groupchat")
-    await expect(there.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
-                 "our message in the remote room")
-    await expect(here.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
-                 "reflection of our message")
-    there.send_message(mto=room, mbody="hello from there", mtype="groupchat")
-    m = await expect(here.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
-                     "the remote message here")
-    if m["from"] != room + "/Pat":
-        fail("remote room message from %s" % m["from"])
+    await groupchat_both_ways(room, (here, "hello from here"), (there, "hello from there", "Pat"), args)
     print("OK federated group chat in %s" % room, flush=True)
     here.disconnect()
     there.disconnect()
@@ -1857,16 +1864,7 @@ async def scenario_federate_room(args):
     _, _, occupants, _ = await there[muc].join_muc_wait(room, "Bob", timeout=args.timeout)
     if "Alice" not in [o["from"].resource for o in occupants]:
         fail("occupants seen from the other server: %s" % [str(o["from"]) for o in occupants])
-    there.send_message(mto=room, mbody="hello from there", mtype="groupchat")
-    await expect(here.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
-                 "the remote occupant's message here")
-    await expect(there.groupchat, lambda m: m["body"] == "hello from there", args.timeout,
-                 "reflection to the remote occupant")
-    here.send_message(mto=room, mbody="hello from here", mtype="groupchat")
-    m = await expect(there.groupchat, lambda m: m["body"] == "hello from here", args.timeout,
-                     "our message at the remote occupant")
-    if m["from"] != room + "/Alice":
-        fail("message from %s" % m["from"])
+    await groupchat_both_ways(room, (there, "hello from there"), (here, "hello from here", "Alice"), args)
     try:
         await there[muc].join_muc_wait("another@" + room.split("@")[1], "Bob", timeout=args.timeout)
         fail("someone from another server created a room here")
