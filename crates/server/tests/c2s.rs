@@ -124,7 +124,10 @@ impl Server {
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.success(), format!("{stdout}\n{stderr}"))
+        (
+            out.status.success(),
+            format!("{stdout}\n{stderr}\nclient {}", out.status),
+        )
     }
 
     /// Runs a scenario for two users, each given as (name, password).
