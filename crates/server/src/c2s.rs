@@ -13,5 +13,6 @@ pub mod register;
 pub mod sasl2;
 pub mod session;
 pub mod sm;
+pub mod tls;
 
 pub use listener::start;

@@ -91,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &[b"xmpp-client"],
     )
     .context("building the TLS configuration")?;
+    let tls = c2s::tls::config(tls);
     let (caps, caps_node) = modules::server_caps(&config).unzip();
     let s2s = s2s::S2s::new(&config, resolver.clone(), tracker.clone(), shutdown.clone())
         .context("setting up federation")?;

@@ -836,10 +836,32 @@ fn scram_attr(message: &str, k: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// SCRAM-SHA-256 client math (RFC 5802, no channel binding): the client-final message for
+/// SCRAM-SHA-256 client math (RFC 5802) without channel binding: the client-final message for
 /// `server_first` and the server-final message (`v=…`) the server must answer with.
 fn scram_client_final(
     password: &str,
+    client_first_bare: &str,
+    server_first: &str,
+    nonce: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> (String, Vec<u8>) {
+    scram_client_final_bound(
+        password,
+        b"n,,",
+        client_first_bare,
+        server_first,
+        nonce,
+        salt,
+        iterations,
+    )
+}
+
+/// [`scram_client_final`] with `cbind_input` (the GS2 header and any channel-binding data) in
+/// `c=`.
+fn scram_client_final_bound(
+    password: &str,
+    cbind_input: &[u8],
     client_first_bare: &str,
     server_first: &str,
     nonce: &str,
@@ -858,7 +880,7 @@ fn scram_client_final(
     }
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key = sha2::Sha256::digest(&client_key);
-    let without_proof = format!("c=biws,r={nonce}");
+    let without_proof = format!("c={},r={nonce}", b64.encode(cbind_input));
     let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
     let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
     let proof: Vec<u8> = client_key
@@ -926,23 +948,7 @@ fn scram_sha256(s: &Server, user: &str, password: &str) -> ScramAttempt {
         &salt,
         iterations,
     );
-    tls.write_all(
-        format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            b64.encode(client_final)
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let outcome = read_outcome(&mut tls);
-    if outcome.contains("</success>") {
-        let got = element_text(&outcome, "success").unwrap();
-        assert_eq!(
-            b64.decode(got).unwrap(),
-            server_signature,
-            "server signature"
-        );
-    }
+    let outcome = scram_finish(&mut tls, &client_final, &server_signature);
     ScramAttempt {
         server_first,
         salt,
@@ -990,6 +996,90 @@ fn unknown_user_and_wrong_password_look_the_same_in_scram() {
         "{}",
         again.outcome
     );
+}
+
+/// One SCRAM-SHA-256-PLUS attempt with `tls-exporter` channel binding (RFC 9266) over direct
+/// TLS; `tamper` alters the binding data the client sends. Returns the outcome.
+fn scram_plus_exporter(s: &Server, user: &str, password: &str, tamper: bool) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut tls = tls_connect(s);
+    tls.write_all(HEADER.as_bytes()).unwrap();
+    let features = read_until(&mut tls, "</features>");
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert!(features.contains("SCRAM-SHA-256-PLUS"), "{features}");
+    assert!(features.contains("tls-exporter"), "{features}");
+    let mut binding = tls
+        .conn
+        .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .unwrap();
+    if tamper {
+        binding[0] ^= 1;
+    }
+    let gs2 = "p=tls-exporter,,";
+    let client_nonce = "Xq7zPL2mT9wVd4RbKc8nYh";
+    let client_first_bare = format!("n={user},r={client_nonce}");
+    tls.write_all(
+        format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+            b64.encode(format!("{gs2}{client_first_bare}"))
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let server_first = read_server_first(&mut tls, user);
+    let attr = |k: &str| scram_attr(&server_first, k).unwrap();
+    let (client_final, server_signature) = scram_client_final_bound(
+        password,
+        &[gs2.as_bytes(), &binding].concat(),
+        &client_first_bare,
+        &server_first,
+        &attr("r="),
+        &b64.decode(attr("s=")).unwrap(),
+        attr("i=").parse().unwrap(),
+    );
+    scram_finish(&mut tls, &client_final, &server_signature)
+}
+
+/// Sends the SCRAM client-final message (RFC 6120 SASL profile) and reads the outcome; on
+/// success the server's signature must be `server_signature`.
+fn scram_finish(tls: &mut TlsClient, client_final: &str, server_signature: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    tls.write_all(
+        format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64.encode(client_final)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let outcome = read_outcome(tls);
+    if outcome.contains("</success>") {
+        let got = element_text(&outcome, "success").unwrap();
+        assert_eq!(
+            b64.decode(got).unwrap(),
+            server_signature,
+            "server signature"
+        );
+    }
+    outcome
+}
+
+#[test]
+fn scram_plus_binds_to_the_tls_exporter() {
+    let s = start();
+    let token = s.invite(&[]);
+    s.registered("pia", "correct horse battery", &token);
+    // The client's own TLS library computes the binding; the server must agree on it.
+    let good = scram_plus_exporter(&s, "pia", "correct horse battery", false);
+    assert!(good.contains("<success"), "{good}");
+    // Binding data from another TLS session (here: altered) is refused.
+    let bad = scram_plus_exporter(&s, "pia", "correct horse battery", true);
+    assert!(bad.contains("<failure"), "{bad}");
 }
 
 #[test]

@@ -80,7 +80,8 @@ pub async fn handle(
     .await
 }
 
-pub(super) type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+/// A client's TLS stream.
+pub(crate) type Tls = crate::c2s::tls::TlsConn<TcpStream>;
 
 /// A negotiated, authenticated, bound stream.
 pub struct Bound {
@@ -117,8 +118,8 @@ async fn accept_tls(socket: TcpStream, state: &State) -> Option<Tls> {
         tracing::warn!("no certificate yet; refusing TLS");
         return None;
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&state.tls));
-    match tokio::time::timeout(Duration::from_secs(20), acceptor.accept(socket)).await {
+    let accept = Tls::accept(socket, Arc::clone(&state.tls));
+    match tokio::time::timeout(Duration::from_secs(20), accept).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "tls handshake failed");
@@ -226,17 +227,12 @@ async fn starttls(socket: TcpStream, state: &State) -> Option<Tls> {
 }
 
 fn channel_bindings(tls: &Tls, state: &State) -> Vec<ChannelBinding> {
-    let (_, server) = tls.get_ref();
     let mut out = Vec::new();
-    if server.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-        if let Ok(data) = server.export_keying_material(
-            vec![0u8; scram::TLS_EXPORTER_LEN],
-            scram::TLS_EXPORTER_LABEL,
-            None,
-        ) {
+    if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+        if let Some(data) = tls.exporter_binding() {
             out.push(ChannelBinding {
                 kind: ChannelBindingType::TlsExporter,
-                data,
+                data: data.to_vec(),
             });
         }
     }

@@ -24,7 +24,7 @@ const IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// Ask the client for an ack after this many unacknowledged stanzas.
 const ACK_EVERY: usize = 5;
 
-type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+use crate::c2s::negotiate::Tls;
 
 struct Sm {
     id: String,

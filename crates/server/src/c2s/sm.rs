@@ -16,7 +16,7 @@ pub const NS_SM: &str = "urn:xmpp:sm:3";
 /// How long a dropped session waits to be resumed (Prosody's default: 10 minutes).
 pub const HIBERNATION: Duration = Duration::from_secs(600);
 
-type Tls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+use crate::c2s::negotiate::Tls;
 
 /// A new connection taking over a session.
 pub struct Resumption {
