@@ -94,6 +94,11 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A SQLite connection is a file handle in this process: it cannot have been hung up
+            // on while idle, so the ping sqlx sends before handing one out (a round trip to the
+            // connection's worker thread, one per query) buys nothing. The ping after each use,
+            // which rolls back what a cancelled query left open, stays.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Open(e.to_string()))?;
