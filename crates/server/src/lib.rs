@@ -2,6 +2,7 @@
 //!
 //! `main.rs` only parses arguments and calls into here, so tests can run the server in-process.
 
+pub mod activity;
 pub mod archive;
 pub mod blocking;
 pub mod bookmarks;
@@ -116,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         pep: Default::default(),
         push: Default::default(),
         archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
+        activity: Default::default(),
         started: std::time::Instant::now(),
         s2s,
         config,
@@ -130,12 +132,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     );
     spawn_checkpoints(data.store.clone(), &tracker, shutdown.clone());
+    activity::Activity::spawn(state.clone(), &tracker, shutdown.clone());
     c2s::start(state.clone(), &tracker, shutdown.clone()).await?;
     s2s::incoming::start(state.clone(), &tracker, shutdown.clone()).await?;
     shutdown.cancelled().await;
     tracing::info!("stopping");
     state.router.close_all();
     snikket_runtime::shutdown::drain(&tracker, Duration::from_secs(10)).await;
+    state.activity.flush(&data.store).await;
     data.store.close().await;
     Ok(())
 }

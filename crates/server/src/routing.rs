@@ -870,9 +870,7 @@ pub async fn session_ended(state: &State, me: &Sender, session_id: u64) {
     state
         .router
         .unregister(&me.username, &me.resource, session_id);
-    if let Err(e) = state.store.touch_account(&me.username).await {
-        tracing::debug!(error = %e, "recording last activity failed");
-    }
+    state.activity.touch(&me.username);
 }
 
 /// Makes every member of the user's circles a mutual contact (spec 4.3), both ways, with the

@@ -40,6 +40,8 @@ pub struct State {
     pub push: crate::push::Push,
     /// Batched archive writer.
     pub archiver: crate::archive::Archiver,
+    /// Last activity of accounts, written in batches.
+    pub activity: crate::activity::Activity,
     /// Process start, for uptime.
     pub started: Instant,
     /// XEP-0115 `<c/>` for stream features, computed once from the server's disco#info.

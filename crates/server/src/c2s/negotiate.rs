@@ -773,8 +773,6 @@ pub(super) async fn register_session(
     if kicked {
         tracing::debug!(user = %username, %resource, "replaced an older session with the same resource");
     }
-    if let Err(e) = state.store.touch_account(username).await {
-        tracing::warn!(error = %e, "recording last activity failed");
-    }
+    state.activity.touch(username);
     Some((rx, session_id))
 }

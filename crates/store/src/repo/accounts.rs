@@ -288,6 +288,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records when accounts were last active, all in one transaction. A time older than the one
+    /// already stored leaves it alone; unknown accounts are skipped.
+    pub async fn record_activity(&self, seen: &[(String, i64)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            for (username, at) in seen {
+                sqlx::query(
+                    "UPDATE accounts SET last_active_at = $1 \
+                     WHERE username = $2 AND (last_active_at IS NULL OR last_active_at < $1)",
+                )
+                .bind(*at)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }.await)
+    }
+
     /// Changes the state of an account.
     pub async fn set_account_state(
         &self,
@@ -384,6 +407,22 @@ mod tests {
                 .unwrap()
                 .last_active_at
                 .is_some());
+            let seen = |store: &Store| {
+                let store = store.clone();
+                async move { store.account("alice").await.unwrap().unwrap().last_active_at }
+            };
+            // A batch sets newer times, keeps a newer stored time, skips unknown accounts.
+            store
+                .record_activity(&[("alice".into(), 4_000_000_000), ("nobody".into(), 5)])
+                .await
+                .unwrap();
+            assert_eq!(seen(&store).await, Some(4_000_000_000));
+            store
+                .record_activity(&[("alice".into(), 3_000_000_000)])
+                .await
+                .unwrap();
+            assert_eq!(seen(&store).await, Some(4_000_000_000));
+            store.record_activity(&[]).await.unwrap();
             assert_eq!(store.accounts().await.unwrap().len(), 1);
             assert!(format!("{:?}", cred("x")).find("stored_key").is_none());
         })
