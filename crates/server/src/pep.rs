@@ -699,8 +699,8 @@ async fn deliver_event(
     let mut users = vec![owner.to_string()];
     let mut remote_contacts = Vec::new();
     if node.access_model != "whitelist" {
-        match state.store.roster(owner).await {
-            Ok((roster, _)) => {
+        match state.store.roster_items(owner).await {
+            Ok(roster) => {
                 for item in roster.iter().filter(|i| i.subscription.has_from()) {
                     match target(state, &item.contact) {
                         Target::Local { username, .. } => users.push(username),
@@ -990,8 +990,8 @@ async fn interests_known(state: &State, me: &Sender, nodes: Arc<HashSet<String>>
     }
     let domain = &state.config.domain.ascii;
     let mut owners = vec![me.username.clone()];
-    match state.store.roster(&me.username).await {
-        Ok((roster, _)) => owners.extend(
+    match state.store.roster_items(&me.username).await {
+        Ok(roster) => owners.extend(
             roster
                 .iter()
                 .filter(|i| i.subscription.has_to())

@@ -487,8 +487,8 @@ async fn broadcast(state: &State, me: &Sender, stanza: &Element, available: bool
     if !available {
         state.pep.session_ended(&me.full);
     }
-    let roster = match state.store.roster(&me.username).await {
-        Ok((items, _)) => items,
+    let roster = match state.store.roster_items(&me.username).await {
+        Ok(items) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
             Vec::new()
@@ -588,8 +588,8 @@ pub async fn presence_after_block(
     before: &HashSet<String>,
     after: &HashSet<String>,
 ) {
-    let roster = match state.store.roster(&me.username).await {
-        Ok((items, _)) => items,
+    let roster = match state.store.roster_items(&me.username).await {
+        Ok(items) => items,
         Err(e) => {
             tracing::error!(error = %e, "roster load failed");
             return;

@@ -63,7 +63,7 @@ pub async fn export(state: &State, username: &str) -> Result<Option<String>, Sto
 
     // The circles' contacts, as a client logging in now would see them.
     crate::routing::sync_circles(state, username).await;
-    let (roster, _) = state.store.roster(username).await?;
+    let roster = state.store.roster_items(username).await?;
     if !roster.is_empty() {
         any = true;
         let items = roster
