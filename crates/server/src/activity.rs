@@ -5,11 +5,11 @@
 //! and a task writes what has gathered every few seconds in one transaction, and once more when
 //! the server stops, after the sessions have ended.
 
+use snikket_runtime::{CancellationToken, TaskTracker};
 use snikket_store::Store;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use snikket_runtime::{CancellationToken, TaskTracker};
 
 /// How often gathered activity is written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);

@@ -409,7 +409,14 @@ mod tests {
                 .is_some());
             let seen = |store: &Store| {
                 let store = store.clone();
-                async move { store.account("alice").await.unwrap().unwrap().last_active_at }
+                async move {
+                    store
+                        .account("alice")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .last_active_at
+                }
             };
             // A batch sets newer times, keeps a newer stored time, skips unknown accounts.
             store
