@@ -14,6 +14,9 @@ use std::time::Duration;
 /// How often gathered activity is written.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
+/// Accounts written per transaction: a short write lock, and few dirty pages held at once.
+const FLUSH_CHUNK: usize = 100;
+
 /// Activity noted since the last write: username → Unix time.
 #[derive(Debug, Default)]
 pub struct Activity {
@@ -43,12 +46,14 @@ impl Activity {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = store.record_activity(&batch).await {
-            tracing::warn!(error = %e, accounts = batch.len(), "recording last activity failed");
-            if let Ok(mut seen) = self.seen.lock() {
-                for (username, at) in batch {
-                    let entry = seen.entry(username).or_insert(at);
-                    *entry = (*entry).max(at);
+        for chunk in batch.chunks(FLUSH_CHUNK) {
+            if let Err(e) = store.record_activity(chunk).await {
+                tracing::warn!(error = %e, accounts = chunk.len(), "recording last activity failed");
+                if let Ok(mut seen) = self.seen.lock() {
+                    for (username, at) in chunk {
+                        let entry = seen.entry(username.clone()).or_insert(*at);
+                        *entry = (*entry).max(*at);
+                    }
                 }
             }
         }
