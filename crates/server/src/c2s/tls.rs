@@ -215,6 +215,22 @@ fn encrypt_error(e: EncryptError) -> io::Error {
 }
 
 impl Core {
+    /// After a TLS error: the alert rustls has for the peer, if any, into `outgoing`.
+    fn queue_alert(&mut self) {
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
+            let _ = append_with(
+                &mut self.outgoing,
+                64,
+                |buf| data.encode(buf),
+                |e| match e {
+                    EncodeError::InsufficientSize(s) => Some(s.required_size),
+                    _ => None,
+                },
+            );
+        }
+    }
+
     /// Processes the records in `input` until the connection waits for the peer or can write,
     /// doing `action` in the latter case. Returns how many bytes of `input` are done with.
     fn drive(&mut self, input: &mut [u8], mut action: Action<'_>) -> io::Result<(usize, Drive)> {
@@ -363,9 +379,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsConn<IO> {
                 }
                 Drive::Handshaking => {}
             }
-            drive = match std::future::poll_fn(|cx| tls.poll_read_records(cx)).await? {
-                Some(d) => d,
-                None => {
+            let read = std::future::poll_fn(|cx| tls.poll_read_records(cx)).await;
+            drive = match read {
+                Ok(Some(d)) => d,
+                Err(e) => {
+                    // Tell the peer why (an unsupported version, a bad message, ...) when rustls
+                    // has an alert for it; the caller's deadline bounds this write.
+                    tls.core.queue_alert();
+                    let _ = std::future::poll_fn(|cx| tls.poll_write_out(cx)).await;
+                    return Err(e);
+                }
+                Ok(None) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "closed during the handshake",
@@ -723,6 +747,26 @@ mod tests {
         };
         let (accepted, ()) = tokio::join!(TlsConn::accept(a, cfg), peer);
         assert!(accepted.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_common_version_is_told_so() {
+        let (cfg, cert) = server_config(&[&rustls::version::TLS13]);
+        let (a, b) = tokio::io::duplex(4096);
+        let name = match ServerName::try_from("chat.example") {
+            Ok(n) => n,
+            Err(e) => panic!("{e}"),
+        };
+        let connector = client(cert, &[&rustls::version::TLS12]);
+        let (server, client) = tokio::join!(TlsConn::accept(a, cfg), connector.connect(name, b));
+        assert!(server.is_err());
+        let Err(e) = client else {
+            panic!("the client finished a handshake the server refused")
+        };
+        assert!(
+            format!("{e:?}").contains("AlertReceived(ProtocolVersion)"),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
