@@ -206,6 +206,22 @@ fn append_with<E>(
     }
 }
 
+/// The room an encoding needs, when that is why it failed.
+fn encode_needs(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+/// The room an encryption needs, when that is why it failed.
+fn encrypt_needs(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
 fn encode_error(e: EncodeError) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -219,15 +235,7 @@ impl Core {
     fn queue_alert(&mut self) {
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
         if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
-            let _ = append_with(
-                &mut self.outgoing,
-                64,
-                |buf| data.encode(buf),
-                |e| match e {
-                    EncodeError::InsufficientSize(s) => Some(s.required_size),
-                    _ => None,
-                },
-            );
+            let _ = append_with(&mut self.outgoing, 64, |buf| data.encode(buf), encode_needs);
         }
     }
 
@@ -261,16 +269,8 @@ impl Core {
                     None
                 }
                 ConnectionState::EncodeTlsData(mut data) => {
-                    append_with(
-                        outgoing,
-                        1024,
-                        |buf| data.encode(buf),
-                        |e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        },
-                    )
-                    .map_err(encode_error)?;
+                    append_with(outgoing, 1024, |buf| data.encode(buf), encode_needs)
+                        .map_err(encode_error)?;
                     None
                 }
                 // The encoded records are in `outgoing`; the caller writes them before it waits
@@ -295,10 +295,7 @@ impl Core {
                             outgoing,
                             data.len() + (data.len() / (16 * 1024) + 1) * 64,
                             |buf| traffic.encrypt(data, buf),
-                            |e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            },
+                            encrypt_needs,
                         )
                         .map_err(encrypt_error)?,
                         Action::CloseNotify => {
@@ -306,10 +303,7 @@ impl Core {
                                 outgoing,
                                 64,
                                 |buf| traffic.queue_close_notify(buf),
-                                |e| match e {
-                                    EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                    _ => None,
-                                },
+                                encrypt_needs,
                             )
                             .map_err(encrypt_error)?;
                             *close_sent = true;
