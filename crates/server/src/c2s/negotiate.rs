@@ -228,13 +228,12 @@ async fn starttls(socket: TcpStream, state: &State) -> Option<Tls> {
 
 fn channel_bindings(tls: &Tls, state: &State) -> Vec<ChannelBinding> {
     let mut out = Vec::new();
-    if tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-        if let Some(data) = tls.exporter_binding() {
-            out.push(ChannelBinding {
-                kind: ChannelBindingType::TlsExporter,
-                data: data.to_vec(),
-            });
-        }
+    // Only TLS 1.3 connections have it (RFC 9266 §3).
+    if let Some(data) = tls.exporter_binding() {
+        out.push(ChannelBinding {
+            kind: ChannelBindingType::TlsExporter,
+            data: data.to_vec(),
+        });
     }
     if let Some(ck) = state.resolver.current() {
         if let Some(cb) = ck
