@@ -2,7 +2,7 @@
 //!
 //! Every login and logout used to write the account row at once: two writes in the path of
 //! every connection, for a figure shown with a day's precision. Sessions now note the time here
-//! and a task writes what has gathered every few seconds in one transaction, and once more when
+//! and a task writes what has gathered every few seconds, a hundred accounts per transaction, and once more when
 //! the server stops, after the sessions have ended.
 
 use snikket_runtime::{CancellationToken, TaskTracker};
