@@ -18,7 +18,11 @@ pub const NS_MAM: &str = "urn:xmpp:mam:2";
 pub const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 const NS_DATA: &str = "jabber:x:data";
-const MAX_BATCH: usize = 512;
+/// Rows per archive commit at most; a batch is one INSERT statement. The more rows a commit
+/// holds, the more of them share the index pages it changes (an owner's newest page), so under
+/// load, when batches grow, a row costs less.
+const MAX_BATCH: usize = 4000;
+const _: () = assert!(MAX_BATCH <= snikket_store::ARCHIVE_ROWS_PER_INSERT);
 
 type Job = (ArchiveEntry, oneshot::Sender<bool>);
 

@@ -12,7 +12,9 @@ mod time_now;
 pub use error::StoreError;
 pub use pool::{Backend, Store};
 pub use repo::accounts::{Account, AccountState, Credential, Role};
-pub use repo::archive::{ArchiveEntry, ArchivePage, ArchiveQuery, Archived};
+pub use repo::archive::{
+    ArchiveEntry, ArchivePage, ArchiveQuery, Archived, ARCHIVE_ROWS_PER_INSERT,
+};
 pub use repo::circles::{Circle, CircleChat, DEFAULT_CIRCLE_ID};
 pub use repo::fast::FastToken;
 pub use repo::invites::{new_token, Invite, InviteKind, InviteProblem, NewInvite};

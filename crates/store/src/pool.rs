@@ -10,6 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// Write-ahead log frames (pages) past which a checkpoint restarts the log: 16 MiB of 4 KiB pages.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Which database a store runs on.
@@ -31,6 +34,8 @@ pub(crate) enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// SQLite only: the one connection the hot and bulk writes go through (see `with_writer!`).
+    pub(crate) writer: Option<SqlitePool>,
 }
 
 /// Runs the same code against whichever pool the store has; `$p` names the pool in `$body`.
@@ -43,6 +48,28 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Like `with_pool!`, for writes: on SQLite `$p` is the store's writer, a pool of one
+/// connection.
+///
+/// SQLite has one writer at a time. A connection that finds another writing waits in SQLite's
+/// busy handler, which polls with sleeps of up to 100 ms: under load, with the archive's batches
+/// committing back to back, a writer could lose that race for seconds, and the archive losing it
+/// once stalled every message of its batch. And a connection drops its whole page cache when it
+/// finds the database changed by another one, so writes spread over the pool each began by
+/// reading their B-tree pages afresh. Through one connection, writers queue in arrival order
+/// (sqlx hands connections out fairly) and that connection's cache stays warm. A write inside
+/// `with_writer!` must not call a function that uses it again: it would wait for itself.
+macro_rules! with_writer {
+    ($store:expr, $p:ident => $body:expr) => {
+        match (&$store.writer, &$store.pool) {
+            (Some($p), _) => $body,
+            (None, $crate::pool::Pool::Sqlite($p)) => $body,
+            (None, $crate::pool::Pool::Postgres($p)) => $body,
+        }
+    };
+}
+pub(crate) use with_writer;
 
 impl Store {
     /// Opens (creating if needed) the configured database and brings its schema up to date.
@@ -72,6 +99,7 @@ impl Store {
             POSTGRES_MIGRATIONS.run(&pool).await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
+                writer: None,
             })
         } else {
             let opts =
@@ -95,7 +123,13 @@ impl Store {
             // SQLite keeps up to 2 MiB of pages per connection by default, 16 MiB over the pool,
             // more than the rest of an idle server. A page that is not cached is one read from
             // the kernel's page cache away.
-            .pragma("cache_size", "-1024");
+            .pragma("cache_size", "-1024")
+            // A log that grew under load is cut back to this size when it starts afresh.
+            .pragma("journal_size_limit", "16777216");
+        // The writer's cache stays valid from one write to the next (nobody else writes), so it
+        // may hold the B-tree pages writes keep coming back to, the archive indexes' last leaves
+        // above all; SQLite allocates the pages as they are used.
+        let writer_opts = opts.clone().pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             // A SQLite connection is a file handle in this process: it cannot have been hung up
@@ -107,8 +141,19 @@ impl Store {
             .await
             .map_err(|e| StoreError::Open(e.to_string()))?;
         SQLITE_MIGRATIONS.run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_opts)
+            .await
+            .map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            writer: Some(writer),
         })
     }
 
@@ -122,17 +167,33 @@ impl Store {
 
     /// Closes all connections, waiting for running queries.
     pub async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         with_pool!(self, p => p.close().await)
     }
 
     /// Copies what the SQLite write-ahead log holds into the database file (without waiting for
     /// readers), on a connection of its own so that writers never wait for its fsyncs. Call it
     /// every second or so; a no-op on PostgreSQL.
+    ///
+    /// Under a steady stream of commits such a checkpoint never catches up with the end of the
+    /// log, and SQLite starts the log afresh only after one did: the log would grow without
+    /// bound (a gigabyte in half a minute of full load), and reads, which search it, slow down
+    /// as it grows. So when it holds more than [`WAL_RESTART_FRAMES`], the checkpoint runs on the
+    /// writer, in the writes' queue, finishes the job and lets the next commit start the log from
+    /// the top.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         if let Pool::Sqlite(p) = &self.pool {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(p)
-                .await?;
+            let (_busy, frames, _copied): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(p)
+                    .await?;
+            if let (true, Some(w)) = (frames >= WAL_RESTART_FRAMES, &self.writer) {
+                sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(w)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Accounts: usernames, roles, states and SCRAM credentials (no plaintext passwords, ever).
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 /// A user's role (spec 4.1), stored with Prosody's role names for compatibility.
@@ -151,7 +151,7 @@ impl Store {
         invite_id: Option<&str>,
     ) -> Result<Account, StoreError> {
         let created_at = now();
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO accounts (username, role, state, created_at, invite_id) VALUES ($1, $2, 'active', $3, $4) ON CONFLICT (username) DO NOTHING",
@@ -238,7 +238,7 @@ impl Store {
         username: &str,
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             let exists: Option<(String,)> = sqlx::query_as("SELECT username FROM accounts WHERE username = $1")
                 .bind(username)
@@ -280,7 +280,7 @@ impl Store {
 
     /// Records a login or logout time.
     pub async fn touch_account(&self, username: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("UPDATE accounts SET last_active_at = $1 WHERE username = $2")
+        with_writer!(self, p => sqlx::query("UPDATE accounts SET last_active_at = $1 WHERE username = $2")
             .bind(now())
             .bind(username)
             .execute(p)
@@ -294,7 +294,7 @@ impl Store {
         if seen.is_empty() {
             return Ok(());
         }
-        with_pool!(self, p => async {
+        with_writer!(self, p => async {
             let mut tx = p.begin().await?;
             for (username, at) in seen {
                 sqlx::query(

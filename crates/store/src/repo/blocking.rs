@@ -1,6 +1,6 @@
 //! Blocklists (XEP-0191): the JIDs each user has blocked, as the server normalized them.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{Store, StoreError};
 
 impl Store {
@@ -44,7 +44,7 @@ impl Store {
         username: &str,
         jids: &[String],
     ) -> Result<(), StoreError> {
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             for jid in jids {
                 sqlx::query(sql).bind(username).bind(jid).execute(&mut *tx).await?;
@@ -56,7 +56,7 @@ impl Store {
 
     /// Empties the blocklist of `username`; returns after the commit.
     pub async fn unblock_all(&self, username: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("DELETE FROM blocklist WHERE username = $1")
+        with_writer!(self, p => sqlx::query("DELETE FROM blocklist WHERE username = $1")
             .bind(username)
             .execute(p)
             .await

@@ -2,7 +2,7 @@
 //! its expiry. A client keeps its current token until it first uses the next one (rotation), a
 //! password change revokes them all (`set_credentials`), and expired tokens are never returned.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 /// A stored token: its SHA-256 and when it stops working (Unix seconds).
@@ -49,7 +49,7 @@ impl Store {
         keep: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let keep = keep.unwrap_or(&[]).to_vec();
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND ((client_id = $2 AND token_hash <> $3) OR expires_at <= $4)")
                 .bind(username)
@@ -110,7 +110,7 @@ impl Store {
         client_id: &str,
         token_hash: &[u8],
     ) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(sql)
+        with_writer!(self, p => sqlx::query(sql)
             .bind(username)
             .bind(client_id)
             .bind(token_hash)

@@ -4,7 +4,7 @@
 //! lookup key (`invite_id`); the whole token is then compared in constant time, so a guessed token
 //! learns nothing from timing. The full token is kept so the admin panel can show the link again.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Role, Store, StoreError};
 use base64::Engine;
 use rand::RngCore;
@@ -293,7 +293,7 @@ impl Store {
     /// Records one use; a single-use invite is consumed. Fails with `Conflict` if it was consumed
     /// concurrently.
     pub async fn use_invite(&self, invite_id: &str) -> Result<(), StoreError> {
-        let r = with_pool!(self, p => sqlx::query(
+        let r = with_writer!(self, p => sqlx::query(
             "UPDATE invites SET use_count = use_count + 1, \
              consumed_at = CASE WHEN reusable THEN consumed_at ELSE $1 END \
              WHERE invite_id = $2 AND (reusable OR consumed_at IS NULL)",

@@ -1,12 +1,12 @@
 //! Offline messages (XEP-0160): kept until a session of the user is available.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 impl Store {
     /// Stores a serialized message stanza for `username`; returns after the commit.
     pub async fn store_offline(&self, username: &str, stanza: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("INSERT INTO offline_messages (username, stanza, stored_at) VALUES ($1, $2, $3)")
+        with_writer!(self, p => sqlx::query("INSERT INTO offline_messages (username, stanza, stored_at) VALUES ($1, $2, $3)")
             .bind(username)
             .bind(stanza)
             .bind(now())
@@ -29,7 +29,7 @@ impl Store {
 
     /// Deletes delivered messages up to and including `last_id`.
     pub async fn delete_offline(&self, username: &str, last_id: i64) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query("DELETE FROM offline_messages WHERE username = $1 AND offline_id <= $2")
+        with_writer!(self, p => sqlx::query("DELETE FROM offline_messages WHERE username = $1 AND offline_id <= $2")
             .bind(username)
             .bind(last_id)
             .execute(p)

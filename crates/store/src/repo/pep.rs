@@ -1,7 +1,7 @@
 //! Personal eventing (XEP-0163): each account's nodes, their configuration and their items.
 //! Items are kept as serialized XML; the newest item of a node has the highest `item_seq`.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 /// Configuration of one PEP node.
@@ -67,7 +67,7 @@ impl Store {
 
     /// Creates a node or changes its configuration; surplus items are dropped at once.
     pub async fn pep_put_node(&self, username: &str, node: &PepNode) -> Result<(), StoreError> {
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO pep_nodes (username, node, access_model, max_items, created_at) VALUES ($1, $2, $3, $4, $5) \
@@ -93,7 +93,7 @@ impl Store {
 
     /// Deletes a node and its items; `false` if there was none.
     pub async fn pep_delete_node(&self, username: &str, node: &str) -> Result<bool, StoreError> {
-        let n = with_pool!(self, p => sqlx::query("DELETE FROM pep_nodes WHERE username = $1 AND node = $2")
+        let n = with_writer!(self, p => sqlx::query("DELETE FROM pep_nodes WHERE username = $1 AND node = $2")
             .bind(username)
             .bind(node)
             .execute(p)
@@ -111,7 +111,7 @@ impl Store {
         id: &str,
         payload: &str,
     ) -> Result<(), StoreError> {
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM pep_items WHERE username = $1 AND node = $2 AND item_id = $3")
                 .bind(username)
@@ -147,7 +147,7 @@ impl Store {
         node: &str,
         id: &str,
     ) -> Result<bool, StoreError> {
-        let n = with_pool!(self, p => sqlx::query("DELETE FROM pep_items WHERE username = $1 AND node = $2 AND item_id = $3")
+        let n = with_writer!(self, p => sqlx::query("DELETE FROM pep_items WHERE username = $1 AND node = $2 AND item_id = $3")
             .bind(username)
             .bind(node)
             .bind(id)

@@ -3,7 +3,7 @@
 //! `private_get` and `private_set` are deliberately plain so that a later migration (XEP-0048
 //! bookmarks to XEP-0402 PEP) can read and clear what clients stored here.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{Store, StoreError};
 
 impl Store {
@@ -34,7 +34,7 @@ impl Store {
         ns: &str,
         xml: &str,
     ) -> Result<(), StoreError> {
-        with_pool!(self, p => sqlx::query(
+        with_writer!(self, p => sqlx::query(
             "INSERT INTO private_storage (username, name, ns, payload) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (username, name, ns) DO UPDATE SET payload = excluded.payload",
         )

@@ -3,7 +3,7 @@
 //! while a phone is offline still wake it; a client's newest registrations win when an account
 //! has too many.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 /// One stored registration. (`Debug` leaves the encryption key out.)
@@ -62,7 +62,7 @@ impl Store {
         max: usize,
     ) -> Result<(), StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
-        with_pool!(self, p => {
+        with_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO push_registrations \
@@ -104,7 +104,7 @@ impl Store {
         service: &str,
         node: Option<&str>,
     ) -> Result<u64, StoreError> {
-        let n = with_pool!(self, p => match node {
+        let n = with_writer!(self, p => match node {
             Some(node) => sqlx::query(
                 "DELETE FROM push_registrations WHERE username = $1 AND service = $2 AND node = $3",
             )

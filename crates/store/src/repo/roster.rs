@@ -1,6 +1,6 @@
 //! Rosters (RFC 6121 §2): contacts, subscription states and a version counter per user.
 
-use crate::pool::with_pool;
+use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
 
 /// Subscription state of a roster item.
@@ -171,7 +171,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let groups = item.groups.join("\n");
         let version = now().max(1);
-        let v = with_pool!(self, p => {
+        let v = with_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "INSERT INTO roster_items (username, contact, name, subscription, ask_out, ask_in, groups) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -209,7 +209,7 @@ impl Store {
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
         let version = now().max(1);
-        let v = with_pool!(self, p => {
+        let v = with_writer!(self, p => {
             let mut tx = p.begin().await?;
             let r = sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
                 .bind(username)
