@@ -10,6 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// How long a SQLite connection waits for a lock before it gives up.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
 /// Write-ahead log frames (pages) past which a checkpoint restarts the log: 16 MiB of 4 KiB pages.
 const WAL_RESTART_FRAMES: i64 = 4096;
 
@@ -114,7 +117,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
             // No checkpoint inside a committing transaction: SQLite's automatic one runs in
             // whichever connection commits past 1000 pages, and its fsyncs then stall that
             // commit (and every message waiting for it). The server checkpoints from its own
@@ -190,9 +193,23 @@ impl Store {
                     .fetch_one(p)
                     .await?;
             if let (true, Some(w)) = (frames >= WAL_RESTART_FRAMES, &self.writer) {
-                sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                    .execute(w)
+                // It waits for readers of older snapshots to finish, holding up the writes
+                // queued behind it: at most a second (a long reader, such as a backup, makes it
+                // give up and try again at the next tick), not the writes' ten.
+                let mut c = w.acquire().await?;
+                sqlx::query("PRAGMA busy_timeout = 1000")
+                    .execute(&mut *c)
                     .await?;
+                let done = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&mut *c)
+                    .await;
+                let restore = format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}");
+                if let Err(e) = sqlx::query(&restore).execute(&mut *c).await {
+                    // Not handed out again with the short timeout: the pool opens a new one.
+                    c.close_on_drop();
+                    return Err(e.into());
+                }
+                done?;
             }
         }
         Ok(())
@@ -226,6 +243,59 @@ mod tests {
             store.checkpoint().await.unwrap();
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_restarted_once_readers_let_go() {
+        let dir = std::env::temp_dir().join(format!("snikket-store-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("wal.sqlite");
+        let store = super::Store::open_url(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store
+            .create_account("alice", crate::Role::Normal, &[], None)
+            .await
+            .unwrap();
+        let super::Pool::Sqlite(p) = &store.pool else {
+            panic!("not SQLite")
+        };
+        // A reader holds a snapshot from before the writes, so a passive checkpoint cannot copy
+        // what comes after it, and the log could never start afresh.
+        let mut reader = p.acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *reader).await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        let row = |id: String| crate::ArchiveEntry {
+            username: "alice".into(),
+            stanza_id: id,
+            with_jid: "bob@x".into(),
+            stanza: "x".repeat(1024),
+            stored_at: 1,
+        };
+        for b in 0..24 {
+            let batch: Vec<_> = (0..1000).map(|i| row(format!("{b}-{i}"))).collect();
+            store.archive_messages(&batch).await.unwrap();
+        }
+        let wal = dir.join("wal.sqlite-wal");
+        let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let limit = 16 << 20;
+        assert!(size() > limit, "the log holds {} bytes", size());
+        // The reader lets go while the checkpoint waits for it.
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            sqlx::query("COMMIT").execute(&mut *reader).await.unwrap();
+        };
+        let (done, ()) = tokio::join!(store.checkpoint(), release);
+        done.unwrap();
+        drop(reader);
+        // The next commit starts the log from the top and cuts the file back.
+        store.archive_messages(&[row("last".into())]).await.unwrap();
+        assert!(size() <= limit, "the log still holds {} bytes", size());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn names(dir: &str) -> Vec<String> {
