@@ -10,13 +10,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
 /// How long a SQLite connection waits for a lock before it gives up.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 /// Write-ahead log frames (pages) past which a checkpoint restarts the log: 16 MiB of 4 KiB pages.
 const WAL_RESTART_FRAMES: i64 = 4096;
-
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
