@@ -131,8 +131,9 @@ enum State {
 /// Incremental parser for one XML stream (one per stream restart).
 pub struct StreamParser {
     /// `None` after [`StreamParser::release_idle`]: made again, primed with `header`, when
-    /// input arrives.
-    xml: Option<rxml::Parser>,
+    /// input arrives. Boxed: rxml's parser is some 550 bytes, which an idle stream would
+    /// otherwise keep room for.
+    xml: Option<Box<rxml::Parser>>,
     /// The peer's stream header as it was sent (namespace declarations included), to prime a
     /// new rxml parser with.
     header: Vec<u8>,
@@ -162,12 +163,12 @@ impl std::fmt::Debug for StreamParser {
 }
 
 /// An rxml parser with our token limit.
-fn new_xml(limits: Limits) -> rxml::Parser {
+fn new_xml(limits: Limits) -> Box<rxml::Parser> {
     let options = rxml::parser::Options {
         max_token_length: limits.max_stanza_bytes.clamp(1, MAX_TOKEN_BYTES),
         ..Default::default()
     };
-    rxml::Parser::with_options(options)
+    Box::new(rxml::Parser::with_options(options))
 }
 
 /// Longest name or attribute value accepted, in bytes. rxml reserves this much (twice) for every
@@ -239,7 +240,7 @@ impl StreamParser {
     }
 
     /// A new rxml parser that has read the stream header again.
-    fn primed(&self) -> Result<rxml::Parser, StreamError> {
+    fn primed(&self) -> Result<Box<rxml::Parser>, StreamError> {
         let mut xml = new_xml(self.limits);
         let mut rest = &self.header[..];
         loop {

@@ -632,3 +632,15 @@ fn prefixes_declared_on_the_stream_header_survive_a_release() {
     p.feed(b"dy>hi</body></message>").expect("feed");
     assert!(matches!(p.next_event(), Ok(Some(Event::Stanza { .. }))));
 }
+
+#[test]
+fn an_idle_parser_keeps_no_room_for_rxml() {
+    // Every session keeps a parser for as long as it lives; rxml's own parser (some 550 bytes)
+    // lives behind a pointer, so a released one costs a word, not its full size.
+    assert!(
+        std::mem::size_of::<StreamParser>() < std::mem::size_of::<rxml::Parser>(),
+        "StreamParser is {} bytes, rxml::Parser {}",
+        std::mem::size_of::<StreamParser>(),
+        std::mem::size_of::<rxml::Parser>()
+    );
+}
