@@ -133,8 +133,10 @@ impl Store {
         // may hold the B-tree pages writes keep coming back to, the archive indexes' last leaves
         // above all; SQLite allocates the pages as they are used.
         let writer_opts = opts.clone().pragma("cache_size", "-16384");
+        // Four readers: reads are short (a login makes six), and every reader caches the
+        // pages it reads on its own, so each further one holds another copy of the hot pages.
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(4)
             // A SQLite connection is a file handle in this process: it cannot have been hung up
             // on while idle, so the ping sqlx sends before handing one out (a round trip to the
             // connection's worker thread, one per query) buys nothing. The ping after each use,
