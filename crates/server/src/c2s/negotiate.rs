@@ -156,21 +156,26 @@ pub(super) async fn open_stream<S: AsyncBufRead + AsyncWrite + Unpin>(
         id: &id,
         lang: &lang,
     });
-    if conn.send(&response).await.is_err() {
-        return None;
-    }
     let to = header.to.as_deref().map(str::to_lowercase);
     if to.as_deref() != Some(domain.ascii.as_str())
         && to.as_deref() != Some(domain.unicode.as_str())
     {
-        conn.fail(
-            "host-unknown",
-            Some("This server does not serve that domain"),
-        )
-        .await;
+        if conn.send(&response).await.is_ok() {
+            conn.fail(
+                "host-unknown",
+                Some("This server does not serve that domain"),
+            )
+            .await;
+        }
         return None;
     }
-    conn.send_el(&features).await.ok()
+    // Header and features in one write: one TLS record and one segment instead of two.
+    let mut out = response;
+    if let Err(e) = features.write_to(&mut out) {
+        tracing::error!(error = %e, "stream features could not be serialized");
+        return None;
+    }
+    conn.send(&out).await.ok()
 }
 
 /// Answers a failed read with the stream error it calls for (none when the socket is gone).
@@ -463,20 +468,29 @@ pub(super) async fn scram_exchange(
         Err(e) => return Err(send_failure(conn, fail(e.condition())).await),
     };
     let username = snikket_xmpp::account::validate_localpart(&first.username).ok();
-    let creds = match &username {
-        Some(u) => match state.store.credential(u, mechanism_name(mech.hash())).await {
-            Ok(c) => c.map(|c| StoredCredentials {
-                salt: c.salt,
-                iterations: c.iterations,
-                stored_key: c.stored_key,
-                server_key: c.server_key,
-            }),
+    // The account's state comes with the credential, for the check after the proof.
+    let (creds, account_state) = match &username {
+        Some(u) => match state
+            .store
+            .login_credential(u, mechanism_name(mech.hash()))
+            .await
+        {
+            Ok(Some((c, account_state))) => (
+                Some(StoredCredentials {
+                    salt: c.salt,
+                    iterations: c.iterations,
+                    stored_key: c.stored_key,
+                    server_key: c.server_key,
+                }),
+                Some(account_state),
+            ),
+            Ok(None) => (None, None),
             Err(e) => {
                 tracing::error!(error = %e, "credential lookup failed");
                 return Err(send_failure(conn, fail("temporary-auth-failure")).await);
             }
         },
-        None => None,
+        None => (None, None),
     };
     let server_first = match server.server_first(creds.as_ref()) {
         Ok(b) => b,
@@ -496,7 +510,7 @@ pub(super) async fn scram_exchange(
             let Some(username) = username else {
                 return Err(send_failure(conn, fail("not-authorized")).await);
             };
-            account_may_log_in(conn, profile, &username, state, peer).await?;
+            admit(conn, profile, account_state, state, peer).await?;
             Ok((username, server_final))
         }
         Err(e) => {
@@ -515,22 +529,36 @@ pub(super) async fn account_may_log_in(
     state: &State,
     peer: SocketAddr,
 ) -> Result<(), SaslOutcome> {
-    let fail = |c: &str, t: Option<&str>| profile.failure(c, t);
     match state.store.account(username).await {
-        Ok(Some(a)) if a.state == AccountState::Active => {}
-        Ok(Some(a)) => {
-            let text = if a.state == AccountState::PendingDeletion {
+        Ok(a) => admit(conn, profile, a.map(|a| a.state), state, peer).await,
+        Err(e) => {
+            tracing::error!(error = %e, "account lookup failed");
+            let failure = profile.failure("temporary-auth-failure", None);
+            Err(send_failure(conn, failure).await)
+        }
+    }
+}
+
+/// Lets an account in the given state (`None`: no such account) log in, or answers why not.
+async fn admit(
+    conn: &mut Conn<Tls>,
+    profile: Profile,
+    account_state: Option<AccountState>,
+    state: &State,
+    peer: SocketAddr,
+) -> Result<(), SaslOutcome> {
+    let fail = |c: &str, t: Option<&str>| profile.failure(c, t);
+    match account_state {
+        Some(AccountState::Active) => {}
+        Some(s) => {
+            let text = if s == AccountState::PendingDeletion {
                 "Account deleted"
             } else {
                 "Account disabled"
             };
             return Err(send_failure(conn, fail("account-disabled", Some(text))).await);
         }
-        Ok(None) => return Err(send_failure(conn, fail("not-authorized", None)).await),
-        Err(e) => {
-            tracing::error!(error = %e, "account lookup failed");
-            return Err(send_failure(conn, fail("temporary-auth-failure", None)).await);
-        }
+        None => return Err(send_failure(conn, fail("not-authorized", None)).await),
     }
     state.auth_throttle.success(peer.ip());
     Ok(())

@@ -113,6 +113,8 @@ impl std::fmt::Debug for Credential {
 
 /// salt, iterations, stored key, server key.
 type CredentialRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
+/// A credential row with the account's state.
+type LoginCredentialRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>, String);
 
 type AccountRow = (
     String,
@@ -232,6 +234,38 @@ impl Store {
         .transpose()
     }
 
+    /// The SCRAM credential of `username` for `mechanism` with the account's state, in one
+    /// query: what a login needs before and after the proof.
+    pub async fn login_credential(
+        &self,
+        username: &str,
+        mechanism: &str,
+    ) -> Result<Option<(Credential, AccountState)>, StoreError> {
+        let row: Option<LoginCredentialRow> = with_pool!(self, p => sqlx::query_as(
+            "SELECT c.salt, c.iterations, c.stored_key, c.server_key, a.state \
+             FROM credentials c JOIN accounts a ON a.username = c.username \
+             WHERE c.username = $1 AND c.mechanism = $2",
+        )
+        .bind(username)
+        .bind(mechanism)
+        .fetch_optional(p)
+        .await)?;
+        row.map(|(salt, iterations, stored_key, server_key, state)| {
+            let state = AccountState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("account state {state}")))?;
+            let credential = Credential {
+                mechanism: mechanism.to_string(),
+                salt,
+                iterations: u32::try_from(iterations)
+                    .map_err(|_| StoreError::Corrupt(format!("iteration count {iterations}")))?,
+                stored_key,
+                server_key,
+            };
+            Ok((credential, state))
+        })
+        .transpose()
+    }
+
     /// Replaces all credentials of `username` (password change or reset) atomically.
     pub async fn set_credentials(
         &self,
@@ -346,6 +380,49 @@ mod tests {
             stored_key: vec![4; 20],
             server_key: vec![5; 20],
         }
+    }
+
+    #[tokio::test]
+    async fn a_login_credential_comes_with_the_account_state() {
+        each_backend(|store| async move {
+            store
+                .create_account("carol", Role::Normal, &[cred("SCRAM-SHA-1")], None)
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .login_credential("carol", "SCRAM-SHA-1")
+                    .await
+                    .unwrap(),
+                Some((cred("SCRAM-SHA-1"), AccountState::Active))
+            );
+            assert_eq!(
+                store
+                    .login_credential("carol", "SCRAM-SHA-256")
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .login_credential("nobody", "SCRAM-SHA-1")
+                    .await
+                    .unwrap(),
+                None
+            );
+            store
+                .set_account_state("carol", AccountState::Disabled)
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .login_credential("carol", "SCRAM-SHA-1")
+                    .await
+                    .unwrap(),
+                Some((cred("SCRAM-SHA-1"), AccountState::Disabled))
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
