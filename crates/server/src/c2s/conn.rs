@@ -153,18 +153,20 @@ impl<S: AsyncBufRead + AsyncWrite + Unpin> Conn<S> {
     pub async fn fail(&mut self, condition: &str, text: Option<&str>) {
         let mut out = writer::stream_error(condition, text);
         out.extend_from_slice(writer::STREAM_CLOSE);
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.send(&out).await;
-            let _ = self.io.shutdown().await;
-        })
-        .await;
+        self.write_and_shut(&out).await;
     }
 
     /// Closes the stream cleanly.
     pub async fn close(&mut self) {
+        self.write_and_shut(writer::STREAM_CLOSE).await;
+    }
+
+    /// Writes `last` and shuts the stream down (TLS: close_notify) in one flush, at most 5 s.
+    async fn write_and_shut(&mut self, last: &[u8]) {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = self.send(writer::STREAM_CLOSE).await;
-            let _ = self.io.shutdown().await;
+            if self.io.write_all(last).await.is_ok() {
+                let _ = self.io.shutdown().await;
+            }
         })
         .await;
     }
