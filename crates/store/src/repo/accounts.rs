@@ -113,6 +113,19 @@ impl std::fmt::Debug for Credential {
 
 /// salt, iterations, stored key, server key.
 type CredentialRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>);
+/// A credential from its row.
+fn credential_from_row(mechanism: &str, row: CredentialRow) -> Result<Credential, StoreError> {
+    let (salt, iterations, stored_key, server_key) = row;
+    Ok(Credential {
+        mechanism: mechanism.to_string(),
+        salt,
+        iterations: u32::try_from(iterations)
+            .map_err(|_| StoreError::Corrupt(format!("iteration count {iterations}")))?,
+        stored_key,
+        server_key,
+    })
+}
+
 /// A credential row with the account's state.
 type LoginCredentialRow = (Vec<u8>, i64, Vec<u8>, Vec<u8>, String);
 
@@ -221,17 +234,8 @@ impl Store {
         .bind(mechanism)
         .fetch_optional(p)
         .await)?;
-        row.map(|(salt, iterations, stored_key, server_key)| {
-            Ok(Credential {
-                mechanism: mechanism.to_string(),
-                salt,
-                iterations: u32::try_from(iterations)
-                    .map_err(|_| StoreError::Corrupt(format!("iteration count {iterations}")))?,
-                stored_key,
-                server_key,
-            })
-        })
-        .transpose()
+        row.map(|row| credential_from_row(mechanism, row))
+            .transpose()
     }
 
     /// The SCRAM credential of `username` for `mechanism` with the account's state, in one
@@ -253,15 +257,8 @@ impl Store {
         row.map(|(salt, iterations, stored_key, server_key, state)| {
             let state = AccountState::parse(&state)
                 .ok_or_else(|| StoreError::Corrupt(format!("account state {state}")))?;
-            let credential = Credential {
-                mechanism: mechanism.to_string(),
-                salt,
-                iterations: u32::try_from(iterations)
-                    .map_err(|_| StoreError::Corrupt(format!("iteration count {iterations}")))?,
-                stored_key,
-                server_key,
-            };
-            Ok((credential, state))
+            let row = (salt, iterations, stored_key, server_key);
+            Ok((credential_from_row(mechanism, row)?, state))
         })
         .transpose()
     }
