@@ -4,6 +4,7 @@
 //! A method awaits its commit before returning, so callers can acknowledge to clients safely.
 #![warn(missing_docs)]
 
+mod conns;
 mod error;
 mod pool;
 mod repo;

@@ -1,11 +1,10 @@
 //! Connection pools for both backends and embedded migrations.
 
+use crate::conns::SqliteConns;
 use crate::StoreError;
 use snikket_config::Database;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ pub enum Backend {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteConns),
     Postgres(PgPool),
 }
 
@@ -38,7 +37,7 @@ pub(crate) enum Pool {
 pub struct Store {
     pub(crate) pool: Pool,
     /// SQLite only: the one connection the hot and bulk writes go through (see `with_writer!`).
-    pub(crate) writer: Option<SqlitePool>,
+    pub(crate) writer: Option<SqliteConns>,
 }
 
 /// Runs the same code against whichever pool the store has; `$p` names the pool in `$body`.
@@ -55,13 +54,17 @@ pub(crate) use with_pool;
 /// Like `with_pool!`, for writes: on SQLite `$p` is the store's writer, a pool of one
 /// connection.
 ///
+/// On SQLite, `$p` is a [`SqliteConns`] (a `&SqlitePool` stand-in without sqlx's ping after each
+/// query); a transaction takes a connection first: `let mut c = p.acquire().await?;
+/// let mut tx = c.begin().await?;`.
+///
 /// SQLite has one writer at a time. A connection that finds another writing waits in SQLite's
 /// busy handler, which polls with sleeps of up to 100 ms: under load, with the archive's batches
 /// committing back to back, a writer could lose that race for seconds, and the archive losing it
 /// once stalled every message of its batch. And a connection drops its whole page cache when it
 /// finds the database changed by another one, so writes spread over the pool each began by
 /// reading their B-tree pages afresh. Through one connection, writers queue in arrival order
-/// (sqlx hands connections out fairly) and that connection's cache stays warm. A write inside
+/// (the pool hands connections out fairly) and that connection's cache stays warm. A write inside
 /// `with_writer!` must not call a function that uses it again: it would wait for itself.
 macro_rules! with_writer {
     ($store:expr, $p:ident => $body:expr) => {
@@ -136,27 +139,17 @@ impl Store {
         let writer_opts = opts.clone().pragma("cache_size", "-16384");
         // Four readers: reads are short (a login makes six), and every reader caches the
         // pages it reads on its own, so each further one holds another copy of the hot pages.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // A SQLite connection is a file handle in this process: it cannot have been hung up
-            // on while idle, so the ping sqlx sends before handing one out (a round trip to the
-            // connection's worker thread, one per query) buys nothing. The ping after each use,
-            // which rolls back what a cancelled query left open, stays.
-            .test_before_acquire(false)
-            .connect_with(opts)
-            .await
-            .map_err(|e| StoreError::Open(e.to_string()))?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(60))
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_opts)
-            .await
-            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let open = |opts, size, timeout| async move {
+            SqliteConns::open(opts, size, Duration::from_secs(timeout))
+                .await
+                .map_err(|e| StoreError::Open(e.to_string()))
+        };
+        let pool = open(opts, 4, 30).await?;
+        let writer = open(writer_opts, 1, 60).await?;
+        {
+            let mut conn = writer.acquire().await?;
+            SQLITE_MIGRATIONS.run(&mut *conn).await?;
+        }
         Ok(Store {
             pool: Pool::Sqlite(pool),
             writer: Some(writer),
@@ -209,7 +202,7 @@ impl Store {
                 let restore = format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}");
                 if let Err(e) = sqlx::query(&restore).execute(&mut *c).await {
                     // Not handed out again with the short timeout: the pool opens a new one.
-                    c.close_on_drop();
+                    c.discard();
                     return Err(e.into());
                 }
                 done?;

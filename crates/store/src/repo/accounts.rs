@@ -2,6 +2,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// A user's role (spec 4.1), stored with Prosody's role names for compatibility.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,7 +168,8 @@ impl Store {
     ) -> Result<Account, StoreError> {
         let created_at = now();
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO accounts (username, role, state, created_at, invite_id) VALUES ($1, $2, 'active', $3, $4) ON CONFLICT (username) DO NOTHING",
             )
@@ -270,7 +272,8 @@ impl Store {
         credentials: &[Credential],
     ) -> Result<(), StoreError> {
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             let exists: Option<(String,)> = sqlx::query_as("SELECT username FROM accounts WHERE username = $1")
                 .bind(username)
                 .fetch_optional(&mut *tx)
@@ -326,7 +329,8 @@ impl Store {
             return Ok(());
         }
         with_writer!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             for (username, at) in seen {
                 sqlx::query(
                     "UPDATE accounts SET last_active_at = $1 \

@@ -2,6 +2,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{Store, StoreError};
+use sqlx::Connection;
 
 /// One message to archive for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +102,8 @@ impl Store {
                 // One statement is atomic by itself.
                 archive_insert(entries).build().execute(p).await?;
             } else {
-                let mut tx = p.begin().await?;
+                let mut conn = p.acquire().await?;
+                let mut tx = conn.begin().await?;
                 for chunk in entries.chunks(ARCHIVE_ROWS_PER_INSERT) {
                     archive_insert(chunk).build().execute(&mut *tx).await?;
                 }

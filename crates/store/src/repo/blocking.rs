@@ -2,6 +2,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{Store, StoreError};
+use sqlx::Connection;
 
 impl Store {
     /// The JIDs `username` has blocked, sorted.
@@ -45,7 +46,8 @@ impl Store {
         jids: &[String],
     ) -> Result<(), StoreError> {
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             for jid in jids {
                 sqlx::query(sql).bind(username).bind(jid).execute(&mut *tx).await?;
             }

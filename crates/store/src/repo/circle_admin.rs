@@ -5,6 +5,7 @@
 
 use crate::pool::with_pool;
 use crate::{CircleChat, Store, StoreError};
+use sqlx::Connection;
 
 impl Store {
     /// Renames a circle. Returns whether it exists.
@@ -22,7 +23,8 @@ impl Store {
     /// existed.
     pub async fn delete_circle(&self, circle_id: &str) -> Result<bool, StoreError> {
         let r = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             for table in ["circle_members", "circle_chats"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE circle_id = $1"))
                     .bind(circle_id)

@@ -4,6 +4,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// A stored token: its SHA-256 and when it stops working (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +51,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let keep = keep.unwrap_or(&[]).to_vec();
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND ((client_id = $2 AND token_hash <> $3) OR expires_at <= $4)")
                 .bind(username)
                 .bind(client_id)

@@ -8,6 +8,7 @@ use crate::pool::{with_pool, with_writer};
 use crate::{now, Role, Store, StoreError};
 use base64::Engine;
 use rand::RngCore;
+use sqlx::Connection;
 use subtle::ConstantTimeEq;
 
 const ID_LEN: usize = 8;
@@ -182,7 +183,8 @@ impl Store {
             let token = new_token();
             let invite_id = token[..ID_LEN].to_string();
             let result: Result<(), StoreError> = with_pool!(self, p => {
-                let mut tx = p.begin().await?;
+                let mut conn = p.acquire().await?;
+                let mut tx = conn.begin().await?;
                 for c in &new.circles {
                     let found: Option<(String,)> = sqlx::query_as("SELECT circle_id FROM circles WHERE circle_id = $1")
                         .bind(c)

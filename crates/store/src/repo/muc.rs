@@ -4,6 +4,7 @@
 
 use crate::pool::with_pool;
 use crate::{Store, StoreError};
+use sqlx::Connection;
 
 /// A room's stored configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,8 @@ impl Store {
     /// Creates `room` with `owner` (a bare JID) as its owner; false if it already exists.
     pub async fn muc_create_room(&self, room: &MucRoom, owner: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             let n = sqlx::query(
                 "INSERT INTO muc_rooms (room_jid, name, description, subject, persistent, public, \
                  members_only, non_anonymous, allow_invites, change_subject, created_at) \
@@ -140,7 +142,8 @@ impl Store {
     /// Deletes a room with its affiliations; false if there was none.
     pub async fn muc_delete_room(&self, room_jid: &str) -> Result<bool, StoreError> {
         let n = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query("DELETE FROM muc_affiliations WHERE room_jid = $1")
                 .bind(room_jid)
                 .execute(&mut *tx)

@@ -3,6 +3,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// Configuration of one PEP node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,8 @@ impl Store {
     /// Creates a node or changes its configuration; surplus items are dropped at once.
     pub async fn pep_put_node(&self, username: &str, node: &PepNode) -> Result<(), StoreError> {
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query(
                 "INSERT INTO pep_nodes (username, node, access_model, max_items, created_at) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (username, node) DO UPDATE SET access_model = excluded.access_model, max_items = excluded.max_items",
@@ -112,7 +114,8 @@ impl Store {
         payload: &str,
     ) -> Result<(), StoreError> {
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query("DELETE FROM pep_items WHERE username = $1 AND node = $2 AND item_id = $3")
                 .bind(username)
                 .bind(&node.node)

@@ -5,6 +5,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// One stored registration. (`Debug` leaves the encryption key out.)
 #[derive(Clone, PartialEq, Eq)]
@@ -63,7 +64,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query(
                 "INSERT INTO push_registrations \
                  (username, service, node, options, client_id, created_at, encrypt_key, filters) \

@@ -2,6 +2,7 @@
 
 use crate::pool::{with_pool, with_writer};
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// Subscription state of a roster item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +173,8 @@ impl Store {
         let groups = item.groups.join("\n");
         let version = now().max(1);
         let v = with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             sqlx::query(
                 "INSERT INTO roster_items (username, contact, name, subscription, ask_out, ask_in, groups) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (username, contact) DO UPDATE SET name = excluded.name, subscription = excluded.subscription, \
@@ -210,7 +212,8 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let version = now().max(1);
         let v = with_writer!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             let r = sqlx::query("DELETE FROM roster_items WHERE username = $1 AND contact = $2")
                 .bind(username)
                 .bind(contact)

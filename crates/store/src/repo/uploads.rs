@@ -4,6 +4,7 @@
 
 use crate::pool::with_pool;
 use crate::{now, Store, StoreError};
+use sqlx::Connection;
 
 /// One upload slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,8 @@ impl Store {
     ) -> Result<Result<(), QuotaExceeded>, StoreError> {
         let since = upload.created_at - 86_400;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             if let Some(daily) = daily {
                 let (used,): (Option<i64>,) = sqlx::query_as(
                     "SELECT CAST(SUM(size) AS BIGINT) FROM uploads WHERE username = $1 AND created_at > $2",
@@ -169,7 +171,8 @@ impl Store {
     pub async fn uploads_delete(&self, slots: &[String]) -> Result<u64, StoreError> {
         let mut n = 0;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             for slot in slots {
                 n += sqlx::query("DELETE FROM uploads WHERE slot = $1")
                     .bind(slot)

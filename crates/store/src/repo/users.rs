@@ -7,6 +7,7 @@
 
 use crate::pool::with_pool;
 use crate::{now, Backend, Role, Store, StoreError};
+use sqlx::Connection;
 
 /// Why an account change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,8 @@ impl Store {
     ) -> Result<(), AccountChangeError> {
         let pg = self.backend() == Backend::Postgres;
         let changed: Result<u64, StoreError> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             if pg {
                 sqlx::query(LOCK_ADMINS).execute(&mut *tx).await?;
             }
@@ -115,7 +117,8 @@ impl Store {
         let pg = self.backend() == Backend::Postgres;
         let sql = format!("DELETE FROM accounts WHERE username = $1 AND {NOT_LAST_ADMIN}");
         let changed: Result<u64, StoreError> = with_pool!(self, p => async {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let mut tx = conn.begin().await?;
             if pg {
                 sqlx::query(LOCK_ADMINS).execute(&mut *tx).await?;
             }
