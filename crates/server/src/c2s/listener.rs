@@ -130,9 +130,6 @@ async fn accept_loop(
         let _ = socket.set_nodelay(true);
         let st = Arc::clone(&state);
         let token = shutdown.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
-            negotiate::handle(socket, peer, direct_tls, st, token).await;
-        });
+        tracker.spawn(negotiate::handle(socket, peer, direct_tls, st, token, slot));
     }
 }

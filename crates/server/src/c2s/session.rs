@@ -51,7 +51,7 @@ async fn resumed(rx: &mut Option<oneshot::Receiver<Resumption>>) -> Option<Box<R
 
 /// Moves a value out of its box, freeing the box now rather than at the end of the caller's scope.
 #[allow(clippy::boxed_local)] // taking the box is the point
-fn unbox<T>(b: Box<T>) -> T {
+pub(crate) fn unbox<T>(b: Box<T>) -> T {
     *b
 }
 
