@@ -8,14 +8,15 @@ ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 DOMAIN=chat.test
 USERS=${USERS:-1000}          # online users in the messages scenario
 IDLE=${IDLE:-1000}            # idle sessions
-IDLE_BIG=${IDLE_BIG:-5000}    # second idle point (0 to skip)
+IDLE_BIG=${IDLE_BIG:-5000 10000} # further idle points, one after the other ("" to skip)
 LOGINS=${LOGINS:-500}         # logins per repetition
 RATE=${RATE:-0}               # target messages/s (0 = as fast as possible, window-limited)
 DURATION=${DURATION:-10}      # seconds of messaging per repetition
 REPS=${REPS:-3}               # repetitions of logins (median reported)
 REPS_MSG=${REPS_MSG:-1}       # repetitions of the max-rate messages run (1000 logins each)
 RATE_FIXED=${RATE_FIXED:-500} # fixed total rate for latency below saturation (0 to skip)
-ACCOUNTS=$(( IDLE_BIG > USERS ? (IDLE_BIG > IDLE ? IDLE_BIG : IDLE) : (USERS > IDLE ? USERS : IDLE) ))
+BIG_POINTS=(); for n in $IDLE_BIG; do [ "$n" -gt 0 ] && BIG_POINTS+=("$n"); done
+ACCOUNTS=$USERS; for n in "$IDLE" "${BIG_POINTS[@]}"; do [ "$n" -gt "$ACCOUNTS" ] && ACCOUNTS=$n; done
 CONC=${CONC:-50}
 
 cd "$ROOT"
@@ -62,31 +63,34 @@ median() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "nan"}else{print a[int(
 run_suite() {
   local name=$1 pid=$2 port=$3
   local common=(--addr "127.0.0.1:$port" --domain "$DOMAIN" --ca "$WORK/cert.pem" --accounts "$ACCOUNTS"
-                --concurrency "$CONC" --server-pid "$pid" --max-secs 100)
+                --concurrency "$CONC" --server-pid "$pid")
   sleep 1
   grep VmRSS "/proc/$pid/status" | awk '{print $2}' > "$WORK/$name.rss_idle"
   echo "[$name] idle $IDLE" >&2
-  taskset -c 1 "$LG" idle "${common[@]}" --sessions "$IDLE" > "$WORK/$name.idle1" || true
-  if [ "$IDLE_BIG" -gt 0 ]; then
-    echo "[$name] idle $IDLE_BIG" >&2
+  taskset -c 1 "$LG" idle "${common[@]}" --max-secs 100 --sessions "$IDLE" > "$WORK/$name.idle1" || true
+  for n in "${BIG_POINTS[@]}"; do
+    echo "[$name] idle $n" >&2
     sleep 1
-    timeout 110 taskset -c 1 "$LG" idle "${common[@]}" --sessions "$IDLE_BIG" > "$WORK/$name.idle2" || true
-  fi
+    # More sessions take a slow server longer to log in: 100 s, and a second per hundred more.
+    local secs=$(( 100 + n / 100 ))
+    timeout $(( secs + 10 )) taskset -c 1 "$LG" idle "${common[@]}" --max-secs "$secs" --sessions "$n" \
+      > "$WORK/$name.idle.$n" || true
+  done
   for r in $(seq 1 "$REPS"); do
     echo "[$name] logins rep $r" >&2
     sleep 1
-    taskset -c 1 "$LG" logins "${common[@]}" --count "$LOGINS" > "$WORK/$name.logins.$r" || true
+    taskset -c 1 "$LG" logins "${common[@]}" --max-secs 100 --count "$LOGINS" > "$WORK/$name.logins.$r" || true
   done
   if [ "$RATE_FIXED" -gt 0 ]; then
     echo "[$name] messages at $RATE_FIXED/s" >&2
     sleep 1
-    taskset -c 1 "$LG" messages "${common[@]}" --users "$USERS" --rate "$RATE_FIXED" --window 64 \
+    taskset -c 1 "$LG" messages "${common[@]}" --max-secs 100 --users "$USERS" --rate "$RATE_FIXED" --window 64 \
       --duration "$DURATION" > "$WORK/$name.fixed.1" || true
   fi
   for r in $(seq 1 "$REPS_MSG"); do
     echo "[$name] messages rep $r" >&2
     sleep 1
-    taskset -c 1 "$LG" messages "${common[@]}" --users "$USERS" --rate "$RATE" --duration "$DURATION" \
+    taskset -c 1 "$LG" messages "${common[@]}" --max-secs 100 --users "$USERS" --rate "$RATE" --duration "$DURATION" \
       > "$WORK/$name.messages.$r" || true
   done
 }
@@ -153,21 +157,21 @@ row() { # label ours prosody
 }
 v() { get "$2" "$WORK/$1" 2>/dev/null || true; }
 echo
-echo "Benchmark: users=$USERS idle=$IDLE/$IDLE_BIG logins=$LOGINS x$REPS messages ${DURATION}s (max x$REPS_MSG, $RATE_FIXED/s x1), servers on core 0, loadgen on core 1"
+echo "Benchmark: users=$USERS idle=$IDLE ${BIG_POINTS[*]} logins=$LOGINS x$REPS messages ${DURATION}s (max x$REPS_MSG, $RATE_FIXED/s x1), servers on core 0, loadgen on core 1"
 printf "| %-34s | %12s | %12s | %8s |\n" metric ours prosody ours/pro
 echo "|------------------------------------|--------------|--------------|----------|"
 row "RSS idle (KiB)" "$(cat "$WORK/ours.rss_idle")" "$(cat "$WORK/prosody.rss_idle")"
 row "KiB per idle session @$IDLE" "$(v ours.idle1 server_kib_per_session)" "$(v prosody.idle1 server_kib_per_session)"
 row "  sessions held @$IDLE" "$(v ours.idle1 idle_sessions)" "$(v prosody.idle1 idle_sessions)"
-if [ "$IDLE_BIG" -gt 0 ]; then
-# The second point runs in the same process after the first one closed its sessions, and the
+# Further points run in the same process after the first one closed its sessions, and the
 # allocator keeps that memory for reuse: measure from the RSS before the first point, not from
 # the RSS just before this one (which would credit the reused memory as free).
-big() { awk -v a="$(v "$1.idle2" server_rss_after_kib)" -v b="$(v "$1.idle1" server_rss_before_kib)" \
-  -v n="$(v "$1.idle2" idle_sessions)" 'BEGIN{ if (n+0 > 0 && a != "" && b != "") printf "%.2f", (a-b)/n; else print "nan" }'; }
-row "KiB per idle session @$IDLE_BIG" "$(big ours)" "$(big prosody)"
-row "  sessions held @$IDLE_BIG" "$(v ours.idle2 idle_sessions)" "$(v prosody.idle2 idle_sessions)"
-fi
+big() { awk -v a="$(v "$1.idle.$2" server_rss_after_kib)" -v b="$(v "$1.idle1" server_rss_before_kib)" \
+  -v n="$(v "$1.idle.$2" idle_sessions)" 'BEGIN{ if (n+0 > 0 && a != "" && b != "") printf "%.2f", (a-b)/n; else print "nan" }'; }
+for n in "${BIG_POINTS[@]}"; do
+  row "KiB per idle session @$n" "$(big ours "$n")" "$(big prosody "$n")"
+  row "  sessions held @$n" "$(v "ours.idle.$n" idle_sessions)" "$(v "prosody.idle.$n" idle_sessions)"
+done
 row "logins/s (median)" "$(med ours logins logins_per_s)" "$(med prosody logins logins_per_s)"
 row "time-to-online p99 ms" "$(med ours logins online_p99_ms)" "$(med prosody logins online_p99_ms)"
 row "server CPU ms/login" "$(med ours logins server_cpu_ms_per_login)" "$(med prosody logins server_cpu_ms_per_login)"
