@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A fixed number of SQLite connections to one database; cheap to clone.
+/// Up to a fixed number of SQLite connections to one database; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SqliteConns {
     inner: Arc<Inner>,
