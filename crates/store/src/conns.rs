@@ -140,9 +140,7 @@ impl SqliteConn {
         }
         result
     }
-}
 
-impl SqliteConn {
     /// Closes the connection when dropped instead of handing it out again (after a change to
     /// its settings that could not be undone, say).
     pub(crate) fn discard(&mut self) {

@@ -41,6 +41,10 @@ pub struct Store {
 }
 
 /// Runs the same code against whichever pool the store has; `$p` names the pool in `$body`.
+///
+/// On SQLite, `$p` is a [`SqliteConns`] (a `&SqlitePool` stand-in without sqlx's ping after each
+/// query); a transaction takes a connection first: `let mut c = p.acquire().await?;
+/// let mut tx = c.begin().await?;`.
 macro_rules! with_pool {
     ($store:expr, $p:ident => $body:expr) => {
         match &$store.pool {
@@ -53,10 +57,6 @@ pub(crate) use with_pool;
 
 /// Like `with_pool!`, for writes: on SQLite `$p` is the store's writer, a pool of one
 /// connection.
-///
-/// On SQLite, `$p` is a [`SqliteConns`] (a `&SqlitePool` stand-in without sqlx's ping after each
-/// query); a transaction takes a connection first: `let mut c = p.acquire().await?;
-/// let mut tx = c.begin().await?;`.
 ///
 /// SQLite has one writer at a time. A connection that finds another writing waits in SQLite's
 /// busy handler, which polls with sleeps of up to 100 ms: under load, with the archive's batches
