@@ -4,6 +4,7 @@
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod memory;
 pub mod procstat;
 pub mod secret;
 pub mod shutdown;

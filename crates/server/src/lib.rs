@@ -118,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         push: Default::default(),
         archiver: archive::Archiver::spawn(data.store.clone(), &tracker, shutdown.clone()),
         activity: Default::default(),
+        trimmer: Default::default(),
         started: std::time::Instant::now(),
         s2s,
         config,
@@ -133,6 +134,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     spawn_checkpoints(data.store.clone(), &tracker, shutdown.clone());
     activity::Activity::spawn(state.clone(), &tracker, shutdown.clone());
+    {
+        let trimmer = state.trimmer.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move { trimmer.run(token).await });
+    }
     c2s::start(state.clone(), &tracker, shutdown.clone()).await?;
     s2s::incoming::start(state.clone(), &tracker, shutdown.clone()).await?;
     shutdown.cancelled().await;

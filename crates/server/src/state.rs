@@ -42,6 +42,8 @@ pub struct State {
     pub archiver: crate::archive::Archiver,
     /// Last activity of accounts, written in batches.
     pub activity: crate::activity::Activity,
+    /// Counts client connections opened and closed, to give freed memory back after bursts.
+    pub trimmer: Arc<snikket_runtime::memory::Trimmer>,
     /// Process start, for uptime.
     pub started: Instant,
     /// XEP-0115 `<c/>` for stream features, computed once from the server's disco#info.

@@ -128,6 +128,7 @@ async fn accept_loop(
             continue;
         };
         let _ = socket.set_nodelay(true);
+        state.trimmer.note();
         let st = Arc::clone(&state);
         let token = shutdown.clone();
         tracker.spawn(negotiate::handle(socket, peer, direct_tls, st, token, slot));

@@ -80,10 +80,15 @@ pub fn handle(
             Box::pin(negotiate(socket, peer, direct_tls, &state)),
         )
         .await;
+        // What a connection held is freed when it ends; after many, it goes back to the
+        // system (the session notes its own end).
         match negotiated {
             Ok(Some(bound)) => session::run(bound, state, shutdown).await,
-            Ok(None) => {}
-            Err(_) => tracing::debug!("negotiation deadline passed"),
+            Ok(None) => state.trimmer.note(),
+            Err(_) => {
+                tracing::debug!("negotiation deadline passed");
+                state.trimmer.note();
+            }
         }
     }
     .instrument(span)

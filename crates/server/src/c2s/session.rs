@@ -204,6 +204,7 @@ pub async fn run(bound: Box<Bound>, state: Arc<State>, shutdown: CancellationTok
     Box::pin(save_unacked(&state, &username, left.into())).await;
     state.push.session_ended(&username, &resource);
     Box::pin(routing::session_ended(&state, &me, session_id)).await;
+    state.trimmer.note();
     tracing::debug!(jid = %me.full, "session ended");
 }
 
